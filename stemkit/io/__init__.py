@@ -1,0 +1,7 @@
+"""Reading detector and community files into the canonical DataArray, and saving results."""
+
+from stemkit.io.errors import FileFormatError, MissingCalibrationError
+from stemkit.io.load import load, supported_formats
+from stemkit.io.save import save
+
+__all__ = ["FileFormatError", "MissingCalibrationError", "load", "save", "supported_formats"]
