@@ -15,7 +15,6 @@ UNIT_SYNONYMS: dict[str, set[str]] = {
 }
 EXPECTED_UNITS = {"scan_y": "nm", "scan_x": "nm", "ky": "1/Å", "kx": "1/Å"}
 STEP_RTOL = 1e-5
-NEGATIVE_FRACTION_LIMIT = 0.25
 NEGATIVE_SIGMA_LIMIT = 8.0
 
 
@@ -44,9 +43,10 @@ def validate(data: Any, *, check_values: bool = True) -> xr.DataArray:
 
     Notes
     -----
-    Negative values are accepted as noise (e.g. after dark-reference subtraction) as
-    long as fewer than 25 % of the pixels are negative and none lies more than 8 times
-    the root-mean-square of the negative values below zero.
+    Negative values are accepted as noise (e.g. after dark-reference subtraction, when
+    about half the background pixels are negative) as long as the mean intensity is
+    positive and no value lies more than 8 times the root-mean-square of the negative
+    values below zero.
     """
     if not isinstance(data, xr.DataArray):
         raise ContractError(
@@ -164,11 +164,11 @@ def _value_problems(data: xr.DataArray) -> list[str]:
     n_negative = int(_compute(negative.sum()))
     if n_negative == 0:
         return []
-    total = int(np.prod(data.shape))
-    if n_negative > NEGATIVE_FRACTION_LIMIT * total:
+    mean = float(_compute(values.mean(dtype="float64")))
+    if mean <= 0:
         return [
-            f"{100 * n_negative / total:.1f} % of the intensities are negative; the dark reference or offset looks wrong: "
-            "subtract a smaller offset or clip with data.clip(min=0)"
+            f"the mean intensity is {mean:.4g}, not positive ({n_negative} values are negative); the dark reference "
+            "or offset looks wrong: subtract a smaller offset, or clip with data.clip(min=0)"
         ]
     squares = (values.astype("float64") ** 2) * negative
     rms = float(np.sqrt(_compute(squares.sum()) / n_negative))

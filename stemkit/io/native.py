@@ -78,11 +78,15 @@ def _to_storable_dataset(obj: xr.DataArray | xr.Dataset) -> xr.Dataset:
         dataset.attrs = {**encode_attrs(obj.attrs), KIND_ATTR: "Dataset"}
     else:
         raise TypeError(f"stemkit.save writes xarray DataArrays and Datasets; got {type(obj).__name__}")
+    fixed_width = {name: v.dtype.str for name, v in dataset.variables.items() if v.dtype.kind == "U"}
+    # Fixed-width unicode is stored as variable-length text (specified in zarr v3 and netCDF-4);
+    # its numpy dtype is recorded and restored on load.
+    dataset = dataset.assign({n: dataset[n].astype(object) for n in fixed_width if n in dataset.data_vars})
+    dataset = dataset.assign_coords({n: dataset[n].astype(object) for n in fixed_width if n in dataset.coords})
     for name, variable in dataset.variables.items():
-        attrs = encode_attrs(variable.attrs)
-        if variable.dtype.kind == "U":
-            attrs[DTYPE_ATTR] = variable.dtype.str
-        variable.attrs = attrs
+        variable.attrs = encode_attrs(variable.attrs)
+        if name in fixed_width:
+            variable.attrs[DTYPE_ATTR] = fixed_width[name]
     return dataset
 
 
@@ -134,12 +138,13 @@ def read_native(path: Path, fmt: str, *, lazy: bool) -> xr.DataArray | xr.Datase
 
 
 def _from_stored_dataset(dataset: xr.Dataset) -> xr.DataArray | xr.Dataset:
-    for variable in dataset.variables.values():
-        attrs = decode_attrs(variable.attrs)
-        stored_dtype = attrs.pop(DTYPE_ATTR, None)
-        variable.attrs = attrs
-        if stored_dtype is not None:
-            variable.values = np.asarray(variable.values).astype(stored_dtype)
+    restore = {}
+    for name, variable in dataset.variables.items():
+        variable.attrs = decode_attrs(variable.attrs)
+        if DTYPE_ATTR in variable.attrs:
+            restore[name] = variable.attrs.pop(DTYPE_ATTR)
+    dataset = dataset.assign({n: dataset[n].astype(d) for n, d in restore.items() if n in dataset.data_vars})
+    dataset = dataset.assign_coords({n: dataset[n].astype(d) for n, d in restore.items() if n in dataset.coords})
     global_attrs = decode_attrs(dataset.attrs)
     kind = global_attrs.pop(KIND_ATTR, "Dataset")
     if kind == "DataArray":
