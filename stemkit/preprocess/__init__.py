@@ -1,0 +1,16 @@
+"""Preprocessing: direct-beam centring, virtual detectors, centre of mass, Bragg peaks."""
+
+from stemkit.preprocess.centering import beam_position, beam_radius, center, fit_descan
+from stemkit.preprocess.detectors import Annulus, Circle, Mask, Rectangle, virtual_image
+
+__all__ = [
+    "Annulus",
+    "Circle",
+    "Mask",
+    "Rectangle",
+    "beam_position",
+    "beam_radius",
+    "center",
+    "fit_descan",
+    "virtual_image",
+]
