@@ -1,6 +1,7 @@
 """Preprocessing: direct-beam centring, virtual detectors, centre of mass, Bragg peaks."""
 
 from stemkit.preprocess.centering import beam_position, beam_radius, center, fit_descan
+from stemkit.preprocess.com import center_of_mass
 from stemkit.preprocess.detectors import Annulus, Circle, Mask, Rectangle, virtual_image
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "beam_position",
     "beam_radius",
     "center",
+    "center_of_mass",
     "fit_descan",
     "virtual_image",
 ]

@@ -194,23 +194,31 @@ def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.nda
 
 
 # -- descan fit ----------------------------------------------------------------------
-def fit_descan(positions: xr.Dataset, *, order: int = 1, robust: bool = True) -> xr.Dataset:
+def fit_descan(
+    positions: xr.Dataset,
+    *,
+    order: int = 1,
+    robust: bool = True,
+    variables: tuple[str, str] = ("beam_ky", "beam_kx"),
+) -> xr.Dataset:
     """Fit a smooth descan to measured beam positions.
 
     Parameters
     ----------
     positions
-        Output of :func:`beam_position`.
+        Output of :func:`beam_position` (or any Dataset holding ``variables``).
     order
         Polynomial order in the scan position: 0 (constant), 1 (plane, default), 2 or 3.
     robust
         Down-weight outliers with a Tukey biweight (scale from the median absolute
         deviation); otherwise ordinary least squares.
+    variables
+        The two position variables to fit.
 
     Returns
     -------
     xarray.Dataset
-        ``beam_ky`` and ``beam_kx`` from the fit on the same grid, with the polynomial
+        The ``variables`` from the fit on the same grid, with the polynomial
         coefficients and the fraction of outliers in ``attrs``.
     """
     if order not in (0, 1, 2, 3):
@@ -218,7 +226,7 @@ def fit_descan(positions: xr.Dataset, *, order: int = 1, robust: bool = True) ->
     positions = positions.compute()
     design = _design_matrix(positions, order)
     fitted, attrs = {}, {"descan_order": order}
-    for name in ("beam_ky", "beam_kx"):
+    for name in variables:
         values = positions[name].values.ravel()
         good = np.isfinite(values)
         if good.sum() < design.shape[1]:
