@@ -2,6 +2,7 @@
 
 from stemkit.preprocess.centering import beam_position, beam_radius, center, fit_descan
 from stemkit.preprocess.com import center_of_mass
+from stemkit.preprocess.peaks import find_peaks
 from stemkit.preprocess.detectors import Annulus, Circle, Mask, Rectangle, virtual_image
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "beam_radius",
     "center",
     "center_of_mass",
+    "find_peaks",
     "fit_descan",
     "virtual_image",
 ]

@@ -125,10 +125,16 @@ def _com_kernel(radius_px: float, allowed: np.ndarray):
 
 
 def _locate(patterns: np.ndarray, radius_px: float, allowed: np.ndarray) -> np.ndarray:
-    """Brightest beam-sized region within ``allowed``, refined by the centre of mass."""
+    """Brightest beam-sized region within ``allowed``, refined by the centre of mass.
+
+    Only the bounding box of ``allowed`` (plus the filter's reach) is filtered.
+    """
     size = max(3, int(round(2 * radius_px)) | 1)
-    smooth = ndimage.uniform_filter(patterns, size=(1, size, size), mode="constant")
-    coarse = _argmax_rows_cols(np.where(allowed[None], smooth, -np.inf))
+    rows, cols = np.nonzero(allowed)
+    r0, r1 = max(rows.min() - size, 0), min(rows.max() + size + 1, allowed.shape[0])
+    c0, c1 = max(cols.min() - size, 0), min(cols.max() + size + 1, allowed.shape[1])
+    smooth = ndimage.uniform_filter(patterns[:, r0:r1, c0:c1], size=(1, size, size), mode="constant")
+    coarse = _argmax_rows_cols(np.where(allowed[None, r0:r1, c0:c1], smooth, -np.inf)) + np.array([r0, c0])
     return _refine(patterns, coarse, radius_px)
 
 
@@ -177,14 +183,24 @@ def _argmax_rows_cols(images: np.ndarray) -> np.ndarray:
 
 
 def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.ndarray:
-    """Centre of mass in a circular window around ``start``, re-centred a few times."""
-    rows = np.arange(patterns.shape[1], dtype=np.float64)[None, :, None]
-    cols = np.arange(patterns.shape[2], dtype=np.float64)[None, None, :]
+    """Centre of mass in a circular window around ``start``, re-centred a few times.
+
+    Only a box around each window is read, so the cost does not grow with the detector size.
+    """
     window_radius = 1.5 * radius_px + 2.0
+    half = int(np.ceil(window_radius)) + 1
+    offsets = np.arange(-half, half + 1)
+    n, n_rows, n_cols = patterns.shape
+    index = np.arange(n)[:, None, None]
     centre = start.copy()
     for _ in range(REFINE_ITERATIONS):
+        base = np.nan_to_num(np.round(centre), nan=0).astype(int)
+        rows = base[:, 0, None, None] + offsets[None, :, None]
+        cols = base[:, 1, None, None] + offsets[None, None, :]
+        inside = (rows >= 0) & (rows < n_rows) & (cols >= 0) & (cols < n_cols)
+        values = patterns[index, rows.clip(0, n_rows - 1), cols.clip(0, n_cols - 1)]
         distance = np.hypot(rows - centre[:, 0, None, None], cols - centre[:, 1, None, None])
-        weights = patterns * (distance <= window_radius)
+        weights = np.where(inside & (distance <= window_radius), values, 0.0)
         total = weights.sum(axis=(1, 2))
         ok = total > 0
         new_rows = (weights * rows).sum(axis=(1, 2)) / np.where(ok, total, 1)
