@@ -148,12 +148,26 @@ def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, a
     )
 
 
-def _local_maxima(z: torch.Tensor) -> torch.Tensor:
-    """True where a pixel is >= its 8 neighbours (a separable 3x3 maximum, by shifted slices)."""
-    padded = torch.nn.functional.pad(z, (1, 1, 1, 1), value=-float("inf"))
-    rows_max = torch.maximum(torch.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
-    pooled = torch.maximum(torch.maximum(rows_max[:, :, :-2], rows_max[:, :, 1:-1]), rows_max[:, :, 2:])
-    return z >= pooled
+def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.Tensor:
+    """True where a pixel exceeds ``threshold``, lies ``edge`` px inside the border and is >= its 8 neighbours.
+
+    Only the (few) pixels above threshold are compared with their neighbours.
+    """
+    above = z > threshold
+    above[:, :edge] = False
+    above[:, -edge:] = False
+    above[:, :, :edge] = False
+    above[:, :, -edge:] = False
+    b, r, c = above.nonzero(as_tuple=True)
+    centre = z[b, r, c]
+    is_max = torch.ones_like(centre, dtype=torch.bool)
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                is_max &= centre >= z[b, r + dr, c + dc]
+    keep = torch.zeros_like(above)
+    keep[b[is_max], r[is_max], c[is_max]] = True
+    return keep
 
 
 class _PeakFinder:
@@ -244,12 +258,7 @@ class _PeakFinder:
 
     def _maxima(self, z: torch.Tensor):
         """The strongest local maxima above threshold, none within ``spacing`` of a stronger one."""
-        keep = _local_maxima(z) & (z > self.threshold)
-        e = self.edge
-        keep[:, :e] = False
-        keep[:, -e:] = False
-        keep[:, :, :e] = False
-        keep[:, :, -e:] = False
+        keep = _local_maxima_above(z, self.threshold, max(1, self.edge))
         masked = torch.where(keep, z, torch.tensor(-torch.inf, device=z.device))
         most = int(keep.reshape(z.shape[0], -1).sum(1).max())
         k = max(1, min(2 * self.max_peaks, most))
