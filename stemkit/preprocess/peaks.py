@@ -4,11 +4,12 @@ non-maximum suppression, and sub-pixel centre-of-mass refinement, batched in tor
 For every pattern:
 
 1. correlate with the probe template (unit sum; the direct beam of the mean pattern,
-   or a vacuum pattern) and average over an annulus around each pixel (the local
-   background), both by FFT;
-2. turn the correlation into a significance, ``Z = (C - b) / σ``: with ``noise="poisson"``
-   (data in counts) ``σ² = b_eff Σt²``, the variance of the template-weighted sum of
-   Poisson counts with the local background ``b`` (never less than one count per annulus);
+   or a vacuum pattern) minus the mean over an annulus around each pixel (the local
+   background), in one FFT filter, giving the excess ``C - b``;
+2. turn it into a significance, ``Z = (C - b) / σ``: with ``noise="poisson"`` (data in
+   counts) ``σ² = b_eff Σt²``, the variance of the template-weighted sum of Poisson
+   counts on the local mean level ``b_eff`` (8×8-pixel block means, interpolated, never
+   less than one count per annulus);
    with ``noise="uniform"``, σ is the robust spread (MAD) of ``C - b`` over the pattern;
 3. keep local maxima (within ``min_spacing``) above ``threshold`` σ, away from the
    detector edge, strongest first, at most ``max_peaks``;
@@ -185,8 +186,8 @@ class _PeakFinder:
         self.edge = int(np.ceil(self.radius_px))
         annulus = self._annulus(self.radius_px + 2.0, self.radius_px + 4.0)
         self.annulus_pixels = float(annulus.sum())
-        self.template_ft = self._kernel_ft(template)
-        self.annulus_ft = self._kernel_ft(annulus / annulus.sum())
+        # one filter gives the template-weighted sum minus the annulus mean around it
+        self.excess_ft = self._kernel_ft(template - annulus / annulus.sum())
         self.template_sq = float((template**2).sum())
         self.window = self._window_offsets(self.radius_px + 2.0)
         self.annulus_offsets = self._ring_offsets(self.radius_px + 2.0, self.radius_px + 4.0)
@@ -230,31 +231,38 @@ class _PeakFinder:
     def _batch(self, patterns: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(patterns, device=self.device)
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        spectrum = torch.fft.rfft2(x)
-        correlation = torch.fft.irfft2(spectrum * self.template_ft, s=self.shape)
-        background = torch.fft.irfft2(spectrum * self.annulus_ft, s=self.shape).clamp_min(0)
-        z = self._significance(correlation, background)
+        excess = torch.fft.irfft2(torch.fft.rfft2(x) * self.excess_ft, s=self.shape)
+        z = self._significance(excess, x)
         rows, cols, score = self._maxima(z)
         result = torch.full((x.shape[0], self.max_peaks, len(FIELDS)), float("nan"), dtype=torch.float64)
         found = torch.isfinite(score)
         if bool(found.any()):
-            refined_rows, refined_cols, intensity = self._refine(x, background, rows, cols, found)
+            refined_rows, refined_cols, intensity = self._refine(x, rows, cols, found)
             result[..., 0] = torch.where(found, refined_rows, torch.nan).double().cpu()
             result[..., 1] = torch.where(found, refined_cols, torch.nan).double().cpu()
             result[..., 2] = torch.where(found, intensity, torch.nan).double().cpu()
             result[..., 3] = score.double().cpu()
         return result.numpy()
 
-    def _significance(self, correlation: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-        excess = correlation - background
+    def _significance(self, excess: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.noise == "poisson":
             floor = 1.0 / self.annulus_pixels
-            return excess / torch.sqrt(background.clamp_min(floor) * self.template_sq)
+            return excess / torch.sqrt(self._smooth_background(x).clamp_min(floor) * self.template_sq)
         flat = excess.reshape(excess.shape[0], -1)
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
         scale = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30))
         return excess / scale.reshape(-1, 1, 1)
+
+    def _smooth_background(self, x: torch.Tensor) -> torch.Tensor:
+        """Local mean counts for the noise estimate: means of 8x8 blocks, bilinearly interpolated.
+
+        Only the variance uses it, so a coarse estimate suffices; it includes the peaks'
+        own counts, which errs towards a larger variance (a more cautious threshold).
+        """
+        block = 8
+        pooled = torch.nn.functional.avg_pool2d(x[:, None], block, stride=block, ceil_mode=True)
+        return torch.nn.functional.interpolate(pooled, size=self.shape, mode="bilinear", align_corners=False)[:, 0]
 
     def _maxima(self, z: torch.Tensor):
         """The strongest local maxima above threshold, none within ``spacing`` of a stronger one."""
@@ -282,7 +290,7 @@ class _PeakFinder:
             score = torch.nn.functional.pad(score, (0, pad), value=float("nan"))
         return rows, cols, score
 
-    def _refine(self, x, background, rows, cols, found):
+    def _refine(self, x, rows, cols, found):
         """Sub-pixel position and integrated intensity of each candidate.
 
         A background plane is fitted to the annulus around the candidate (a fixed design
