@@ -6,10 +6,10 @@ For every pattern:
 1. correlate with the probe template (unit sum; the direct beam of the mean pattern,
    or a vacuum pattern) minus the mean over an annulus around each pixel (the local
    background), in one FFT filter, giving the excess ``C - b``;
-2. turn it into a significance, ``Z = (C - b) / σ``: with ``noise="poisson"`` (data in
-   counts) ``σ² = b_eff Σt²``, the variance of the template-weighted sum of Poisson
-   counts on the local mean level ``b_eff`` (8×8-pixel block means, interpolated, never
-   less than one count per annulus);
+2. turn it into a significance: with ``noise="poisson"`` (data in counts) the
+   likelihood-ratio statistic of the counts under the template against the counts the
+   annulus mean predicts (never less than one count per annulus) — Gaussian
+   ``(C - b)/σ`` for many counts, right in the Poisson tail for few;
    with ``noise="uniform"``, σ is the robust spread (MAD) of ``C - b`` over the pattern;
 3. keep local maxima (within ``min_spacing``) above ``threshold`` σ, away from the
    detector edge, strongest first, at most ``max_peaks``;
@@ -186,8 +186,9 @@ class _PeakFinder:
         self.edge = int(np.ceil(self.radius_px))
         annulus = self._annulus(self.radius_px + 2.0, self.radius_px + 4.0)
         self.annulus_pixels = float(annulus.sum())
-        # one filter gives the template-weighted sum minus the annulus mean around it
+        # the template-weighted sum minus the annulus mean around it, and that mean alone
         self.excess_ft = self._kernel_ft(template - annulus / annulus.sum())
+        self.annulus_ft = self._kernel_ft(annulus / annulus.sum())
         self.template_sq = float((template**2).sum())
         self.window = self._window_offsets(self.radius_px + 2.0)
         self.annulus_offsets = self._ring_offsets(self.radius_px + 2.0, self.radius_px + 4.0)
@@ -231,8 +232,9 @@ class _PeakFinder:
     def _batch(self, patterns: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(patterns, device=self.device)
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        excess = torch.fft.irfft2(torch.fft.rfft2(x) * self.excess_ft, s=self.shape)
-        z = self._significance(excess, x)
+        spectrum = torch.fft.rfft2(x)
+        excess = torch.fft.irfft2(spectrum * self.excess_ft, s=self.shape)
+        z = self._significance(excess, spectrum)
         rows, cols, score = self._maxima(z)
         result = torch.full((x.shape[0], self.max_peaks, len(FIELDS)), float("nan"), dtype=torch.float64)
         found = torch.isfinite(score)
@@ -244,25 +246,30 @@ class _PeakFinder:
             result[..., 3] = score.double().cpu()
         return result.numpy()
 
-    def _significance(self, excess: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
         if self.noise == "poisson":
-            floor = 1.0 / self.annulus_pixels
-            return excess / torch.sqrt(self._smooth_background(x).clamp_min(floor) * self.template_sq)
+            level = torch.fft.irfft2(spectrum * self.annulus_ft, s=self.shape)
+            return self._poisson_significance(excess, level)
         flat = excess.reshape(excess.shape[0], -1)
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
         scale = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30))
         return excess / scale.reshape(-1, 1, 1)
 
-    def _smooth_background(self, x: torch.Tensor) -> torch.Tensor:
-        """Local mean counts for the noise estimate: means of 8x8 blocks, bilinearly interpolated.
+    def _poisson_significance(self, excess: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Likelihood-ratio significance of ``n`` counts under the template where ``λ`` are expected.
 
-        Only the variance uses it, so a coarse estimate suffices; it includes the peaks'
-        own counts, which errs towards a larger variance (a more cautious threshold).
+        ``n_eff = 1 / Σt²`` pixels carry the template; ``λ = n_eff · level`` (never below
+        ``n_eff`` / annulus pixels, one count per annulus) and ``n = λ + n_eff · excess``.
+        ``Z = √(2 (n ln(n/λ) − (n − λ)))`` is exact in the tail for few counts, where a
+        Gaussian ``(n − λ)/√λ`` calls three stray counts a 6σ peak, and equals it for many.
         """
-        block = 8
-        pooled = torch.nn.functional.avg_pool2d(x[:, None], block, stride=block, ceil_mode=True)
-        return torch.nn.functional.interpolate(pooled, size=self.shape, mode="bilinear", align_corners=False)[:, 0]
+        n_eff = 1.0 / self.template_sq
+        expected = level.clamp_min(1.0 / self.annulus_pixels) * n_eff
+        observed = expected + excess * n_eff
+        ratio = torch.where(observed > expected, observed / expected, torch.ones_like(observed))
+        deviance = 2.0 * (observed * torch.log(ratio) - (observed - expected))
+        return torch.where(observed > expected, torch.sqrt(deviance.clamp_min(0)), (observed - expected) / torch.sqrt(expected))
 
     def _maxima(self, z: torch.Tensor):
         """The strongest local maxima above threshold, none within ``spacing`` of a stronger one."""
