@@ -34,6 +34,7 @@ from stemkit.data.contract import K_DIMS, SCAN_DIMS
 from stemkit.preprocess.kernels import map_patterns
 
 REFINE_ITERATIONS = 3
+REFERENCE_PATTERNS = 1024
 TUKEY_C = 4.685
 
 
@@ -41,10 +42,10 @@ TUKEY_C = 4.685
 def beam_radius(data: xr.DataArray) -> float:
     """Direct-beam radius in 1/Å, from the half-maximum area of the brightest disk of the mean pattern."""
     pattern = np.asarray(data.stem.mean_pattern().values, dtype=float)
-    return _radius_px(pattern) * float(data.stem.k_step[1])
+    return radius_px_of(pattern) * float(data.stem.k_step[1])
 
 
-def _radius_px(pattern: np.ndarray) -> float:
+def radius_px_of(pattern: np.ndarray) -> float:
     smooth = ndimage.gaussian_filter(pattern, 1.0)
     peak = np.unravel_index(np.argmax(smooth), smooth.shape)
     background = np.median(smooth)
@@ -89,20 +90,18 @@ def beam_position(
         raise ValueError(f"method must be 'com' or 'xcorr'; got {method!r}")
     step = float(data.stem.k_step[1])
     radius_px = (radius if radius is not None else beam_radius(data)) / step
-    reference_image = _reference_image(data, probe)
-    reference = _locate(reference_image[None], radius_px, np.ones(reference_image.shape, bool))[0]
-    search_px = 4 * radius_px if search_radius is None else search_radius / step
-    rows, cols = np.indices(reference_image.shape)
-    allowed = np.hypot(rows - reference[0], cols - reference[1]) <= search_px
+    reference = reference_image(data, probe)
+    search_px = None if search_radius is None else search_radius / step
     if method == "com":
-        kernel = _com_kernel(radius_px, allowed)
+        kernel = beam_kernel(reference, radius_px, search_px)
     else:
-        kernel = _xcorr_kernel(_probe_template(reference_image, radius_px), radius_px, allowed)
+        allowed = _search_window(reference, radius_px, search_px)
+        kernel = _xcorr_kernel(probe_template(reference, radius_px), radius_px, allowed)
     rows_cols = map_patterns(data, kernel, out_shape=(2,), dtype=np.float64)
-    return _positions_dataset(data, rows_cols, method=method, radius_px=radius_px)
+    return positions_dataset(data, rows_cols, method=method, radius_px=radius_px)
 
 
-def _positions_dataset(data: xr.DataArray, rows_cols, *, method: str, radius_px: float) -> xr.Dataset:
+def positions_dataset(data: xr.DataArray, rows_cols, *, method: str, radius_px: float) -> xr.Dataset:
     ky0, kx0 = (float(data[d].values[0]) for d in K_DIMS)
     sy, sx = data.stem.k_step
     coords = {d: data[d] for d in SCAN_DIMS}
@@ -117,9 +116,20 @@ def _positions_dataset(data: xr.DataArray, rows_cols, *, method: str, radius_px:
     )
 
 
-def _com_kernel(radius_px: float, allowed: np.ndarray):
+def _search_window(image: np.ndarray, radius_px: float, search_px: float | None) -> np.ndarray:
+    """Pixels within ``search_px`` (default 4 beam radii) of the beam in the reference image."""
+    reference = _locate(image[None], radius_px, np.ones(image.shape, bool))[0]
+    search_px = 4 * radius_px if search_px is None else search_px
+    rows, cols = np.indices(image.shape)
+    return np.hypot(rows - reference[0], cols - reference[1]) <= search_px
+
+
+def beam_kernel(image: np.ndarray, radius_px: float, search_px: float | None = None):
+    """The ``"com"`` beam finder as a kernel of a ``(..., ky, kx)`` block, giving ``(..., 2)`` (row, column)."""
+    allowed = _search_window(image, radius_px, search_px)
+
     def kernel(block: np.ndarray) -> np.ndarray:
-        return _locate(_flat(block), radius_px, allowed).reshape(*block.shape[:2], 2)
+        return _locate(_flat(block), radius_px, allowed).reshape(*block.shape[:-2], 2)
 
     return kernel
 
@@ -153,16 +163,25 @@ def _xcorr_kernel(template: np.ndarray, radius_px: float, allowed: np.ndarray):
     return kernel
 
 
-def _reference_image(data: xr.DataArray, probe) -> np.ndarray:
-    """The vacuum probe if given (where the beam is without a specimen), else the mean pattern."""
-    image = np.asarray(data.stem.mean_pattern().values if probe is None else probe, dtype=float)
+def reference_image(data: xr.DataArray, probe) -> np.ndarray:
+    """The vacuum probe if given (where the beam is without a specimen), else the mean pattern.
+
+    The mean is taken over an evenly strided subset of at most about 1024 patterns, which
+    is as good a reference and costs one read of a small part of a large scan.
+    """
+    if probe is None:
+        n_y, n_x = data.sizes["scan_y"], data.sizes["scan_x"]
+        stride = max(1, int(np.ceil(np.sqrt(n_y * n_x / REFERENCE_PATTERNS))))
+        subset = data.isel(scan_y=slice(None, None, stride), scan_x=slice(None, None, stride))
+        probe = np.nanmean(np.asarray(subset.values, dtype=np.float64), axis=(0, 1))
+    image = np.asarray(probe, dtype=float)
     expected = (data.sizes["ky"], data.sizes["kx"])
     if image.shape != expected:
         raise ValueError(f"the probe must be a (ky, kx) image of shape {expected}; got {image.shape}")
     return image
 
 
-def _probe_template(image: np.ndarray, radius_px: float) -> np.ndarray:
+def probe_template(image: np.ndarray, radius_px: float) -> np.ndarray:
     """The beam cut out of ``image`` and moved to the array centre, so correlation peaks sit at the beam."""
     centre = _locate(image[None], radius_px, np.ones(image.shape, bool))[0]
     rows, cols = np.indices(image.shape)

@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 
 from stemkit.data.contract import SCAN_DIMS
-from stemkit.preprocess.centering import _probe_template, _radius_px, _reference_image, beam_position
+from stemkit.preprocess.centering import positions_dataset, probe_template, radius_px_of, reference_image, beam_kernel
 from stemkit.preprocess.kernels import map_patterns
 
 FIELDS = ("ky", "kx", "intensity", "significance")
@@ -95,19 +95,21 @@ def find_peaks(
     if not (isinstance(max_peaks, int) and max_peaks > 0):
         raise ValueError(f"max_peaks must be a positive integer; got {max_peaks!r}")
     step = float(data.stem.k_step[1])
-    reference = _reference_image(data, probe)
-    radius = radius if radius is not None else _radius_px(reference) * step
+    reference = reference_image(data, probe)
+    radius = radius if radius is not None else radius_px_of(reference) * step
     radius_px = radius / step
     spacing_px = (min_spacing / step) if min_spacing is not None else 2 * radius_px
-    template = _probe_template(reference, radius_px)
+    template = probe_template(reference, radius_px)
     template = np.clip(template, 0, None)
     if template.sum() <= 0:
         raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
-    finder = _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device)
-    raw = map_patterns(data, finder, out_shape=(max_peaks, len(FIELDS)), dtype=np.float64)
+    beam = None if positions is not None else beam_kernel(reference, radius_px)
+    finder = _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
+    raw = np.asarray(map_patterns(data, finder, out_shape=(max_peaks + 1, len(FIELDS)), dtype=np.float32))
     if positions is None:
-        positions = beam_position(data, radius=radius, probe=reference)
-    return _peaks_dataset(data, np.asarray(raw), positions.compute(), locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius))
+        positions = positions_dataset(data, raw[:, :, max_peaks, :2].astype(np.float64), method="com", radius_px=radius_px)
+    attrs = locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius)
+    return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs)
 
 
 def locals_for_attrs(threshold, min_spacing, max_peaks, subpixel, noise, radius) -> dict:
@@ -172,10 +174,16 @@ def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.T
 
 
 class _PeakFinder:
-    """The per-block kernel: ``(n_y, n_x, ky, kx)`` counts -> ``(n_y, n_x, max_peaks, 4)`` (row, col, I, Z)."""
+    """The per-block kernel: ``(n_y, n_x, ky, kx)`` counts -> ``(n_y, n_x, max_peaks + 1, 4)``.
 
-    def __init__(self, template, radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device):
+    Rows ``:max_peaks`` hold (row, column, intensity, significance) of the peaks; the last
+    row holds the direct beam's (row, column) when a ``beam`` kernel is given, so that the
+    data are read once for both.
+    """
+
+    def __init__(self, template, radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam=None):
         self.shape = template.shape
+        self.beam = beam
         self.device = torch.device(device)
         self.radius_px = float(radius_px)
         self.spacing = max(1, int(round(spacing_px)))
@@ -222,11 +230,11 @@ class _PeakFinder:
     def __call__(self, block: np.ndarray) -> np.ndarray:
         lead = block.shape[:2]
         patterns = np.asarray(block, dtype=np.float32).reshape(-1, *self.shape)
-        out = np.full((patterns.shape[0], self.max_peaks, len(FIELDS)), np.nan)
+        out = np.full((patterns.shape[0], self.max_peaks + 1, len(FIELDS)), np.nan, dtype=np.float32)
         batch = max(1, BATCH_ELEMENTS // (self.shape[0] * self.shape[1]))
         for start in range(0, patterns.shape[0], batch):
             out[start : start + batch] = self._batch(patterns[start : start + batch])
-        return out.reshape(*lead, self.max_peaks, len(FIELDS))
+        return out.reshape(*lead, self.max_peaks + 1, len(FIELDS))
 
     @torch.no_grad()
     def _batch(self, patterns: np.ndarray) -> np.ndarray:
@@ -236,15 +244,18 @@ class _PeakFinder:
         excess = torch.fft.irfft2(spectrum * self.excess_ft, s=self.shape)
         z = self._significance(excess, spectrum)
         rows, cols, score = self._maxima(z)
-        result = torch.full((x.shape[0], self.max_peaks, len(FIELDS)), float("nan"), dtype=torch.float64)
+        result = torch.full((x.shape[0], self.max_peaks + 1, len(FIELDS)), float("nan"))
         found = torch.isfinite(score)
-        if bool(found.any()):
-            refined_rows, refined_cols, intensity = self._refine(x, rows, cols, found)
-            result[..., 0] = torch.where(found, refined_rows, torch.nan).double().cpu()
-            result[..., 1] = torch.where(found, refined_cols, torch.nan).double().cpu()
-            result[..., 2] = torch.where(found, intensity, torch.nan).double().cpu()
-            result[..., 3] = score.double().cpu()
-        return result.numpy()
+        b, slot = found.nonzero(as_tuple=True)
+        if b.numel():
+            refined_rows, refined_cols, intensity = self._refine(x, b, rows[b, slot], cols[b, slot])
+            result[b, slot, 0] = refined_rows
+            result[b, slot, 1] = refined_cols
+            result[b, slot, 2] = intensity
+            result[..., : self.max_peaks, 3] = score
+        if self.beam is not None:
+            result[:, self.max_peaks, :2] = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
+        return result.cpu().numpy()
 
     def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
         if self.noise == "poisson":
@@ -297,24 +308,21 @@ class _PeakFinder:
             score = torch.nn.functional.pad(score, (0, pad), value=float("nan"))
         return rows, cols, score
 
-    def _refine(self, x, rows, cols, found):
-        """Sub-pixel position and integrated intensity of each candidate.
+    def _refine(self, x, b, rows, cols):
+        """Sub-pixel position and integrated intensity of each found peak (flat lists ``b, rows, cols``).
 
-        A background plane is fitted to the annulus around the candidate (a fixed design
+        A background plane is fitted to the annulus around the peak (a fixed design
         matrix, so one precomputed pseudo-inverse); the position is the fixed point of a
         Gaussian-windowed centroid of the excess over that plane, which for a symmetric
         disk is unbiased; the intensity is the excess summed over the probe disk + 1 px.
         """
-        n, k = rows.shape
-        batch_index = torch.arange(n, device=x.device)[:, None, None]
-        r0, c0 = rows[..., None], cols[..., None]
-        plane = self._gather(x, batch_index, r0, c0, self.annulus_offsets) @ self.plane_pinv.T  # (n, k, 3)
-        pr = r0 + self.window[None, None, :, 0]
-        pc = c0 + self.window[None, None, :, 1]
-        values = self._gather(x, batch_index, r0, c0, self.window)
+        b, r0, c0 = b[:, None], rows[:, None], cols[:, None]
+        plane = self._gather(x, b, r0, c0, self.annulus_offsets) @ self.plane_pinv.T  # (m, 3)
         dy = self.window[:, 0].float()
         dx = self.window[:, 1].float()
-        excess = values - (plane[..., :1] + plane[..., 1:2] * dy + plane[..., 2:3] * dx)
+        pr = r0 + self.window[None, :, 0]
+        pc = c0 + self.window[None, :, 1]
+        excess = self._gather(x, b, r0, c0, self.window) - (plane[:, :1] + plane[:, 1:2] * dy + plane[:, 2:3] * dx)
         inside = (pr >= 0) & (pr < self.shape[0]) & (pc >= 0) & (pc < self.shape[1])
         excess = torch.where(inside, excess, 0.0)
         in_disk = (dy**2 + dx**2) <= (self.radius_px + 1.0) ** 2
@@ -324,19 +332,17 @@ class _PeakFinder:
         if self.subpixel == "com":
             sigma2 = (1.2 * self.radius_px + 0.5) ** 2
             for _ in range(REFINE_ITERATIONS):
-                weight = torch.exp(-((dy - offset_r[..., None]) ** 2 + (dx - offset_c[..., None]) ** 2) / (2 * sigma2))
+                weight = torch.exp(-((dy - offset_r[:, None]) ** 2 + (dx - offset_c[:, None]) ** 2) / (2 * sigma2))
                 w_excess = weight * excess
                 total = w_excess.sum(-1)
-                ok = (total > 0) & found
+                ok = total > 0
                 safe = torch.where(ok, total, torch.ones_like(total))
-                new_r = (w_excess * dy).sum(-1) / safe
-                new_c = (w_excess * dx).sum(-1) / safe
                 limit = self.radius_px
-                offset_r = torch.where(ok, new_r.clamp(-limit, limit), offset_r)
-                offset_c = torch.where(ok, new_c.clamp(-limit, limit), offset_c)
+                offset_r = torch.where(ok, ((w_excess * dy).sum(-1) / safe).clamp(-limit, limit), offset_r)
+                offset_c = torch.where(ok, ((w_excess * dx).sum(-1) / safe).clamp(-limit, limit), offset_c)
         return rows.float() + offset_r, cols.float() + offset_c, intensity
 
-    def _gather(self, x, batch_index, r0, c0, offsets):
-        pr = (r0 + offsets[None, None, :, 0]).clamp(0, self.shape[0] - 1)
-        pc = (c0 + offsets[None, None, :, 1]).clamp(0, self.shape[1] - 1)
-        return x[batch_index, pr, pc]
+    def _gather(self, x, b, r0, c0, offsets):
+        pr = (r0 + offsets[None, :, 0]).clamp(0, self.shape[0] - 1)
+        pc = (c0 + offsets[None, :, 1]).clamp(0, self.shape[1] - 1)
+        return x[b, pr, pc]
