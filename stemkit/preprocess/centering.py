@@ -34,7 +34,7 @@ from stemkit.data.contract import K_DIMS, SCAN_DIMS
 from stemkit.preprocess.kernels import map_patterns
 
 REFINE_ITERATIONS = 3
-REFERENCE_PATTERNS = 1024
+REFERENCE_PATTERNS = 256
 TUKEY_C = 4.685
 
 
@@ -127,9 +127,17 @@ def _search_window(image: np.ndarray, radius_px: float, search_px: float | None)
 def beam_kernel(image: np.ndarray, radius_px: float, search_px: float | None = None):
     """The ``"com"`` beam finder as a kernel of a ``(..., ky, kx)`` block, giving ``(..., 2)`` (row, column)."""
     allowed = _search_window(image, radius_px, search_px)
+    # only the search window and the reach of the refinement are ever read
+    reach = int(np.ceil(1.5 * radius_px + 2.0)) + 2
+    rows, cols = np.nonzero(allowed)
+    r0, r1 = max(rows.min() - reach, 0), min(rows.max() + reach + 1, allowed.shape[0])
+    c0, c1 = max(cols.min() - reach, 0), min(cols.max() + reach + 1, allowed.shape[1])
+    window = allowed[r0:r1, c0:c1]
+    offset = np.array([r0, c0], dtype=float)
 
     def kernel(block: np.ndarray) -> np.ndarray:
-        return _locate(_flat(block), radius_px, allowed).reshape(*block.shape[:-2], 2)
+        patterns = _flat(np.asarray(block)[..., r0:r1, c0:c1])
+        return (_locate(patterns, radius_px, window) + offset).reshape(*block.shape[:-2], 2)
 
     return kernel
 
@@ -166,14 +174,17 @@ def _xcorr_kernel(template: np.ndarray, radius_px: float, allowed: np.ndarray):
 def reference_image(data: xr.DataArray, probe) -> np.ndarray:
     """The vacuum probe if given (where the beam is without a specimen), else the mean pattern.
 
-    The mean is taken over an evenly strided subset of at most about 1024 patterns, which
+    The mean is taken over an evenly strided subset of at most about 256 patterns, which
     is as good a reference and costs one read of a small part of a large scan.
     """
     if probe is None:
         n_y, n_x = data.sizes["scan_y"], data.sizes["scan_x"]
         stride = max(1, int(np.ceil(np.sqrt(n_y * n_x / REFERENCE_PATTERNS))))
         subset = data.isel(scan_y=slice(None, None, stride), scan_x=slice(None, None, stride))
-        probe = np.nanmean(np.asarray(subset.values, dtype=np.float64), axis=(0, 1))
+        values = np.asarray(subset.values)
+        probe = values.mean(axis=(0, 1), dtype=np.float64)
+        if not np.all(np.isfinite(probe)):
+            probe = np.nanmean(values.astype(np.float64), axis=(0, 1))
     image = np.asarray(probe, dtype=float)
     expected = (data.sizes["ky"], data.sizes["kx"])
     if image.shape != expected:

@@ -151,8 +151,8 @@ def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, a
     )
 
 
-def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.Tensor:
-    """True where a pixel exceeds ``threshold``, lies ``edge`` px inside the border and is >= its 8 neighbours.
+def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int):
+    """Indices ``(b, r, c)`` of pixels above ``threshold``, ``edge`` px inside the border, >= their 8 neighbours.
 
     Only the (few) pixels above threshold are compared with their neighbours.
     """
@@ -168,9 +168,38 @@ def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.T
         for dc in (-1, 0, 1):
             if dr or dc:
                 is_max &= centre >= z[b, r + dr, c + dc]
-    keep = torch.zeros_like(above)
-    keep[b[is_max], r[is_max], c[is_max]] = True
-    return keep
+    return b[is_max], r[is_max], c[is_max]
+
+
+def _strongest_per_pattern(b, r, c, score, n: int, k: int):
+    """Pad the candidates of each pattern into ``(n, k)`` arrays, strongest first."""
+    order = torch.sort(score, descending=True, stable=True).indices
+    order = order[torch.sort(b[order], stable=True).indices]
+    b, r, c, score = b[order], r[order], c[order], score[order]
+    counts = torch.bincount(b, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(b.numel(), device=b.device) - first[b]
+    keep = rank < k
+    rows = torch.zeros((n, k), dtype=torch.long, device=b.device)
+    cols = torch.zeros((n, k), dtype=torch.long, device=b.device)
+    scores = torch.full((n, k), -torch.inf, device=score.device, dtype=score.dtype)
+    rows[b[keep], rank[keep]] = r[keep]
+    cols[b[keep], rank[keep]] = c[keep]
+    scores[b[keep], rank[keep]] = score[keep]
+    return rows, cols, scores
+
+
+def _poisson_significance(surplus: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Likelihood-ratio significance of ``n = λ + surplus`` counts where ``λ = expected`` are expected.
+
+    ``Z = √(2 (n ln(n/λ) − (n − λ)))`` is right in the Poisson tail for few counts, where
+    the Gaussian ``(n − λ)/√λ`` calls three stray counts a 6σ peak, and equals it for many.
+    """
+    observed = expected + surplus
+    above = observed > expected
+    ratio = torch.where(above, observed / expected, torch.ones_like(observed))
+    deviance = 2.0 * (observed * torch.log(ratio) - surplus)
+    return torch.where(above, torch.sqrt(deviance.clamp_min(0)), surplus / torch.sqrt(expected))
 
 
 class _PeakFinder:
@@ -242,8 +271,7 @@ class _PeakFinder:
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         spectrum = torch.fft.rfft2(x)
         excess = torch.fft.irfft2(spectrum * self.excess_ft, s=self.shape)
-        z = self._significance(excess, spectrum)
-        rows, cols, score = self._maxima(z)
+        rows, cols, score = self._maxima(*self._significance(excess, spectrum))
         result = torch.full((x.shape[0], self.max_peaks + 1, len(FIELDS)), float("nan"))
         found = torch.isfinite(score)
         b, slot = found.nonzero(as_tuple=True)
@@ -257,40 +285,39 @@ class _PeakFinder:
             result[:, self.max_peaks, :2] = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
         return result.cpu().numpy()
 
-    def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor):
+        """A significance map to screen candidates with, and the exact significance of a candidate.
+
+        For Poisson noise the screen is the Gaussian ``(n − λ)/√λ``, which overstates the
+        significance of upward deviations, so no true candidate is screened out; the exact
+        likelihood-ratio statistic is then computed at the few surviving local maxima only.
+        """
         if self.noise == "poisson":
+            n_eff = 1.0 / self.template_sq
             level = torch.fft.irfft2(spectrum * self.annulus_ft, s=self.shape)
-            return self._poisson_significance(excess, level)
+            expected = level.clamp_min(1.0 / self.annulus_pixels) * n_eff
+            surplus = excess * n_eff
+            screen = surplus * torch.rsqrt(expected)
+            return screen, lambda b, r, c: _poisson_significance(surplus[b, r, c], expected[b, r, c])
         flat = excess.reshape(excess.shape[0], -1)
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
         scale = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30))
-        return excess / scale.reshape(-1, 1, 1)
+        return excess / scale.reshape(-1, 1, 1), None
 
-    def _poisson_significance(self, excess: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """Likelihood-ratio significance of ``n`` counts under the template where ``λ`` are expected.
+    def _maxima(self, z: torch.Tensor, rescore=None):
+        """The strongest local maxima above threshold, none within ``spacing`` of a stronger one.
 
-        ``n_eff = 1 / Σt²`` pixels carry the template; ``λ = n_eff · level`` (never below
-        ``n_eff`` / annulus pixels, one count per annulus) and ``n = λ + n_eff · excess``.
-        ``Z = √(2 (n ln(n/λ) − (n − λ)))`` is exact in the tail for few counts, where a
-        Gaussian ``(n − λ)/√λ`` calls three stray counts a 6σ peak, and equals it for many.
+        ``rescore(b, r, c)``, when given, replaces the screening value ``z`` at the local
+        maxima by the exact significance before the threshold is applied again.
         """
-        n_eff = 1.0 / self.template_sq
-        expected = level.clamp_min(1.0 / self.annulus_pixels) * n_eff
-        observed = expected + excess * n_eff
-        ratio = torch.where(observed > expected, observed / expected, torch.ones_like(observed))
-        deviance = 2.0 * (observed * torch.log(ratio) - (observed - expected))
-        return torch.where(observed > expected, torch.sqrt(deviance.clamp_min(0)), (observed - expected) / torch.sqrt(expected))
-
-    def _maxima(self, z: torch.Tensor):
-        """The strongest local maxima above threshold, none within ``spacing`` of a stronger one."""
-        keep = _local_maxima_above(z, self.threshold, max(1, self.edge))
-        masked = torch.where(keep, z, torch.tensor(-torch.inf, device=z.device))
-        most = int(keep.reshape(z.shape[0], -1).sum(1).max())
+        b, r, c = _local_maxima_above(z, self.threshold, max(1, self.edge))
+        exact = z[b, r, c] if rescore is None else rescore(b, r, c)
+        above = exact > self.threshold
+        b, r, c, exact = b[above], r[above], c[above], exact[above]
+        most = int(torch.bincount(b, minlength=z.shape[0]).max()) if b.numel() else 0
         k = max(1, min(2 * self.max_peaks, most))
-        score, index = masked.reshape(z.shape[0], -1).topk(k, dim=1)  # sorted, strongest first
-        rows = torch.div(index, self.shape[1], rounding_mode="floor")
-        cols = index % self.shape[1]
+        rows, cols, score = _strongest_per_pattern(b, r, c, exact, z.shape[0], k)
         rf, cf = rows.float(), cols.float()
         dr = rf[:, :, None] - rf[:, None, :]
         dc = cf[:, :, None] - cf[:, None, :]
