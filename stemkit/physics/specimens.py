@@ -39,7 +39,14 @@ from stemkit.data.contract import SCAN_DIMS
 from stemkit.physics.crystal import Crystal
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal as preset_crystal
-from stemkit.physics.render import Detector, disk_radius, finish_patterns, lorentzian_background, render_disks
+from stemkit.physics.render import (
+    Detector,
+    disk_radius,
+    distortion_matrix,
+    finish_patterns,
+    lorentzian_background,
+    render_disks,
+)
 from stemkit.physics.rotations import axis_angle_to_matrix, quaternion_to_matrix, random_fundamental_zone
 
 MIN_FRACTION = 1e-7
@@ -56,10 +63,17 @@ class Optics:
     psf_sigma_px: float = 0.5
     background_fraction: float = 0.05
     background_width: float = 0.4
+    ellipticity: tuple[float, float] | None = None
+    saturation: float | None = None
 
     def detector(self) -> Detector:
         """The detector these settings describe."""
-        return Detector(shape=(self.pattern_size, self.pattern_size), k_step=self.k_step, psf_sigma_px=self.psf_sigma_px)
+        return Detector(shape=(self.pattern_size, self.pattern_size), k_step=self.k_step, psf_sigma_px=self.psf_sigma_px,
+                        saturation=self.saturation)
+
+    def distortion(self) -> np.ndarray | None:
+        """The elliptical distortion of the projector lenses, a 2×2 matrix on (kx, ky), or None."""
+        return None if self.ellipticity is None else distortion_matrix(*self.ellipticity)
 
 
 def spot_patterns(
@@ -105,6 +119,9 @@ def polycrystal(
     dose: float | None = 1e5,
     background_fraction: float = 0.05,
     scan_step_nm: float = 2.0,
+    descan: Field | None = None,
+    ellipticity: tuple[float, float] | None = None,
+    saturation: float | None = None,
     seed: int = 0,
     lazy: bool = False,
 ) -> xr.Dataset:
@@ -130,6 +147,16 @@ def polycrystal(
         Weight of a diffuse Lorentzian background (inelastic and thermal diffuse scattering).
     scan_step_nm
         Probe step.
+    descan
+        Shift of the direct beam on the detector over the scan, ``(ky, kx)`` in 1/Å: an
+        array ``(n_y, n_x, 2)`` or a function of the fractional scan position ``(y, x)``
+        returning the pair (e.g. ``lambda y, x: (0.02 * y, -0.03 * x)`` for a plane).
+        Recorded as ground truth ``descan_ky``, ``descan_kx``.
+    ellipticity
+        ``(e, angle_deg)``: the projector lenses stretch k by ``1 + e`` along ``angle_deg``
+        from +kx (disks and positions alike).
+    saturation
+        Counts at which a detector pixel saturates.
     seed
         Seed for grains, orientations, phases and noise.
     lazy
@@ -145,19 +172,32 @@ def polycrystal(
     rng = np.random.default_rng(seed)
     crystals = [preset_crystal(p) if isinstance(p, str) else p for p in phases]
     optics = Optics(beam_energy_kev=beam_energy_kev, convergence_mrad=convergence_mrad, pattern_size=pattern_size,
-                    k_step=k_step, background_fraction=background_fraction)
+                    k_step=k_step, background_fraction=background_fraction, ellipticity=ellipticity,
+                    saturation=saturation)
+    shifts = _descan_field(descan, scan_shape)
     grain = voronoi_labels(scan_shape, n_grains, rng)
     phase_of_grain = rng.integers(len(crystals), size=n_grains)
     thickness = rng.uniform(*thickness_nm, size=n_grains)
     quaternions = np.empty((n_grains, 4))
     patterns = np.empty((n_grains, pattern_size, pattern_size), dtype=np.float32)
+    spots: list[tuple[np.ndarray, ...]] = [()] * n_grains
     for index, crystal in enumerate(crystals):
         members = np.flatnonzero(phase_of_grain == index)
         if members.size == 0:
             continue
         quaternions[members] = random_fundamental_zone(members.size, crystal.point_group, seed=rng)
-        patterns[members] = grain_patterns(crystal, quaternions[members], thickness[members], optics)
-    intensity = noisy_cube(patterns, grain, optics, dose=dose, seed=seed, lazy=lazy)
+        kx, ky, fraction = spot_patterns(crystal, quaternion_to_matrix(quaternions[members]), thickness[members], optics)
+        for row, member in enumerate(members):
+            spots[member] = (kx[row], ky[row], fraction[row])
+    if shifts is None and ellipticity is None:
+        # every pattern of a grain is the same: render each grain once, then add the noise
+        for member, (kx, ky, fraction) in enumerate(spots):
+            patterns[member] = _grain_image(kx[None], ky[None], fraction[None], optics)[0]
+        intensity = noisy_cube(patterns, grain, optics, dose=dose, seed=seed, lazy=lazy)
+    else:
+        kx, ky, fraction = _pad_stack(spots)
+        rows = _SpotRows(grain, kx, ky, fraction, optics, dose, seed, descan=shifts)
+        intensity = _cube_from_rows(rows, scan_shape, (pattern_size, pattern_size), lazy)
     cube = datacube(
         intensity,
         scan_step_nm=scan_step_nm,
@@ -177,6 +217,7 @@ def polycrystal(
             "phase": (SCAN_DIMS, names[grain]),
             "grain": (SCAN_DIMS, grain),
             "thickness": (SCAN_DIMS, thickness[grain], {"units": "nm"}),
+            **_descan_truth(shifts, scan_shape),
         },
         coords={"quat": ["w", "x", "y", "z"]},
         attrs={"phases": [c.name for c in crystals], "generator": "polycrystal", "seed": seed},
@@ -195,13 +236,42 @@ def voronoi_labels(scan_shape: tuple[int, int], n_grains: int, rng: np.random.Ge
 
 def grain_patterns(crystal: Crystal, quaternions: np.ndarray, thickness_nm: np.ndarray, optics: Optics) -> np.ndarray:
     """Noiseless, blurred patterns (unit sum before the background) for each orientation."""
+    return _grain_image(*spot_patterns(crystal, quaternion_to_matrix(quaternions), thickness_nm, optics), optics)
+
+
+def _grain_image(kx: np.ndarray, ky: np.ndarray, fraction: np.ndarray, optics: Optics) -> np.ndarray:
+    """Noiseless, blurred images of spot tables ``(n, P)``, with the background mixed in."""
     detector = optics.detector()
-    kx, ky, fraction = spot_patterns(crystal, quaternion_to_matrix(quaternions), thickness_nm, optics)
     radius = disk_radius(optics.convergence_mrad, optics.beam_energy_kev)
-    signal = render_disks(kx, ky, fraction, detector=detector, radius=radius)
+    signal = render_disks(kx, ky, fraction, detector=detector, radius=radius, distortion=optics.distortion())
     background = lorentzian_background(detector, optics.background_width)
-    return finish_patterns(signal, detector=detector, background=background,
-                           background_fraction=optics.background_fraction)
+    return finish_patterns(signal, detector=Detector(detector.shape, detector.k_step, psf_sigma_px=detector.psf_sigma_px),
+                           background=background, background_fraction=optics.background_fraction)
+
+
+def _descan_field(descan, scan_shape: tuple[int, int]) -> np.ndarray | None:
+    """The descan as an ``(n_y, n_x, 2)`` array of (ky, kx) in 1/Å, or None."""
+    if descan is None:
+        return None
+    if callable(descan):
+        y, x = fractional_positions(scan_shape)
+        ky, kx = descan(y, x)
+        shifts = np.stack([np.broadcast_to(np.asarray(v, dtype=float), scan_shape) for v in (ky, kx)], axis=-1)
+    else:
+        shifts = np.asarray(descan, dtype=float)
+    if shifts.shape != (*scan_shape, 2) or not np.all(np.isfinite(shifts)):
+        raise ValueError(f"descan must be finite (ky, kx) shifts of shape {(*scan_shape, 2)}, or a function of (y, x); "
+                         f"got shape {shifts.shape}")
+    return shifts
+
+
+def _descan_truth(shifts: np.ndarray | None, scan_shape: tuple[int, int]) -> dict:
+    """Ground-truth descan variables (zero when there is none)."""
+    shifts = np.zeros((*scan_shape, 2)) if shifts is None else shifts
+    return {
+        "descan_ky": (SCAN_DIMS, shifts[..., 0], {"units": "1/Å"}),
+        "descan_kx": (SCAN_DIMS, shifts[..., 1], {"units": "1/Å"}),
+    }
 
 
 def noisy_cube(patterns: np.ndarray, labels: np.ndarray, optics: Optics, *, dose: float | None, seed: int, lazy: bool):
@@ -215,6 +285,8 @@ def noisy_cube(patterns: np.ndarray, labels: np.ndarray, optics: Optics, *, dose
         out = np.empty(block.shape, dtype=np.float32)
         for i in range(stop - start):
             out[i] = np.random.default_rng([seed, start + i]).poisson(block[i] * dose)
+        if optics.saturation is not None:
+            np.minimum(out, optics.saturation, out=out)
         return out
 
     if not lazy:
@@ -463,27 +535,38 @@ def _finish_rows(signal: np.ndarray, start: int, n_x: int, optics: Optics, dose:
 
 
 @dataclass(frozen=True)
-class _StrainedRows:
-    """Renders scan rows ``[start, stop)`` of a strained film: a picklable per-chunk kernel."""
+class _SpotRows:
+    """Renders scan rows ``[start, stop)`` from spot tables: a picklable per-chunk kernel.
 
-    inverse_transpose: np.ndarray  # (n_y, n_x, 2, 2): F⁻ᵀ of the applied deformation
-    material: np.ndarray  # (n_y, n_x) index into the spot tables
-    kx: np.ndarray  # (n_materials, P) unstrained spots
+    Each probe position takes the spots of table ``which[y, x]``, optionally transformed by
+    its own 2×2 matrix (a strained film's F⁻ᵀ) and shifted by its descan; the projector
+    distortion of ``optics`` then acts on every k vector, disks included.
+    """
+
+    which: np.ndarray  # (n_y, n_x) index into the spot tables
+    kx: np.ndarray  # (n_tables, P)
     ky: np.ndarray
     fraction: np.ndarray
     optics: Optics
     dose: float | None
     seed: int
+    inverse_transpose: np.ndarray | None = None  # (n_y, n_x, 2, 2)
+    descan: np.ndarray | None = None  # (n_y, n_x, 2): (ky, kx) shift of the beam in 1/Å
 
     def __call__(self, start: int, stop: int) -> np.ndarray:
-        n_x = self.material.shape[1]
-        matrix = self.inverse_transpose[start:stop].reshape(-1, 2, 2)
-        which = self.material[start:stop].ravel()
-        kx0, ky0 = self.kx[which], self.ky[which]
-        kx = matrix[:, 0, 0, None] * kx0 + matrix[:, 0, 1, None] * ky0
-        ky = matrix[:, 1, 0, None] * kx0 + matrix[:, 1, 1, None] * ky0
+        n_x = self.which.shape[1]
+        which = self.which[start:stop].ravel()
+        kx, ky = self.kx[which], self.ky[which]
+        if self.inverse_transpose is not None:
+            matrix = self.inverse_transpose[start:stop].reshape(-1, 2, 2)
+            kx, ky = (matrix[:, 0, 0, None] * kx + matrix[:, 0, 1, None] * ky,
+                      matrix[:, 1, 0, None] * kx + matrix[:, 1, 1, None] * ky)
+        if self.descan is not None:
+            shift = self.descan[start:stop].reshape(-1, 2)
+            ky, kx = ky + shift[:, :1], kx + shift[:, 1:]
         radius = disk_radius(self.optics.convergence_mrad, self.optics.beam_energy_kev)
-        signal = render_disks(kx, ky, self.fraction[which], detector=self.optics.detector(), radius=radius)
+        signal = render_disks(kx, ky, self.fraction[which], detector=self.optics.detector(), radius=radius,
+                              distortion=self.optics.distortion())
         return _finish_rows(signal, start, n_x, self.optics, self.dose, self.seed)
 
 
@@ -522,6 +605,9 @@ def strained_film(
     dose: float | None = None,
     background_fraction: float = 0.0,
     scan_step_nm: float = 2.0,
+    descan: Field | None = None,
+    ellipticity: tuple[float, float] | None = None,
+    saturation: float | None = None,
     seed: int = 0,
     lazy: bool = False,
 ) -> xr.Dataset:
@@ -572,6 +658,8 @@ def strained_film(
         Weight ``w`` of the Lorentzian background.
     scan_step_nm
         Probe step.
+    descan, ellipticity, saturation
+        Instrument imperfections, as in :func:`polycrystal`.
     seed
         Seed of the noise (row ``r`` is drawn from ``(seed, r)``).
     lazy
@@ -594,7 +682,9 @@ def strained_film(
     """
     crystals = _film_crystals(crystal, heterostructure)
     optics = Optics(beam_energy_kev=beam_energy_kev, convergence_mrad=convergence_mrad, pattern_size=pattern_size,
-                    k_step=k_step, background_fraction=background_fraction)
+                    k_step=k_step, background_fraction=background_fraction, ellipticity=ellipticity,
+                    saturation=saturation)
+    shifts = _descan_field(descan, scan_shape)
     fields = {name: _field(value, name, scan_shape)
               for name, value in (("exx", exx), ("eyy", eyy), ("exy", exy), ("rotation", rotation))}
     _check_strain(fields["exx"], fields["eyy"], fields["exy"])
@@ -604,8 +694,8 @@ def strained_film(
     kx, ky, fraction = _pad_stack([
         _zone_axis_spots(c, zone_axis_rotation(c, zone_axis), thickness_nm, optics, k_max) for c in crystals
     ])
-    rows = _StrainedRows(np.swapaxes(np.linalg.inv(deformation), -1, -2), material, kx, ky, fraction, optics,
-                         dose, seed)
+    rows = _SpotRows(material, kx, ky, fraction, optics, dose, seed,
+                     inverse_transpose=np.swapaxes(np.linalg.inv(deformation), -1, -2), descan=shifts)
     intensity = _cube_from_rows(rows, scan_shape, (pattern_size, pattern_size), lazy)
     truth = _film_truth(fields, deformation, material, crystals, zone_axis)
     cube = datacube(intensity, scan_step_nm=scan_step_nm, k_step=k_step, beam_energy_kev=beam_energy_kev, attrs={
@@ -613,7 +703,7 @@ def strained_film(
         "source": f"stemkit.physics.strained_film(seed={seed})",
         "dose_electrons": -1.0 if dose is None else float(dose),
     })
-    variables = {"intensity": cube} | _strain_variables(truth, SCAN_DIMS, crystals[0].name)
+    variables = {"intensity": cube} | _strain_variables(truth, SCAN_DIMS, crystals[0].name) | _descan_truth(shifts, scan_shape)
     if len(crystals) == 2:
         variables["material"] = (SCAN_DIMS, np.array([c.name for c in crystals])[material])
     return xr.Dataset(variables, attrs={

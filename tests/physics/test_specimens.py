@@ -64,3 +64,43 @@ def test_found_peaks_sit_on_the_ground_truth_reflections(specimen):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_grains"):
         polycrystal(scan_shape=(4, 4), n_grains=0)
+
+
+def plane_descan(y, x):
+    """About 4 px of descan over the scan, along both axes."""
+    return 0.04 * (y - 0.5), -0.06 * (x - 0.3)
+
+
+def test_descan_is_ground_truth_that_centring_recovers():
+    """The generator's descan is where the beam lands, to 0.05 px, as preprocessing measures it."""
+    from stemkit.preprocess import beam_position, fit_descan
+
+    specimen = polycrystal(scan_shape=(10, 12), n_grains=3, seed=5, dose=1e6, descan=plane_descan)
+    positions = fit_descan(beam_position(specimen.intensity))
+    step = specimen.intensity.stem.k_step[1]
+    assert np.abs(positions.beam_ky.values - specimen.descan_ky.values).max() / step <= 0.05
+    assert np.abs(positions.beam_kx.values - specimen.descan_kx.values).max() / step <= 0.05
+    assert np.ptp(specimen.descan_kx.values) / step > 2, "the descan spans pixels"
+
+
+def test_descan_path_lazy_equals_eager_and_without_descan_truth_is_zero():
+    eager = polycrystal(scan_shape=(5, 6), n_grains=2, seed=1, descan=plane_descan)
+    lazy = polycrystal(scan_shape=(5, 6), n_grains=2, seed=1, descan=plane_descan, lazy=True)
+    np.testing.assert_array_equal(lazy.intensity.values, eager.intensity.values)
+    plain = polycrystal(scan_shape=(5, 6), n_grains=2, seed=1)
+    assert float(np.abs(plain.descan_kx).max()) == 0.0
+    with pytest.raises(ValueError, match="descan"):
+        polycrystal(scan_shape=(5, 6), n_grains=2, descan=np.zeros((2, 2, 2)))
+
+
+def test_ellipticity_stretches_the_pattern_and_saturation_clips():
+    round_ = polycrystal(scan_shape=(2, 2), n_grains=1, seed=3, dose=None)
+    stretched = polycrystal(scan_shape=(2, 2), n_grains=1, seed=3, dose=None, ellipticity=(0.05, 0.0))
+    peaks_round = find_peaks(round_.intensity * 1e7, threshold=8.0).isel(scan_y=0, scan_x=0)
+    peaks_long = find_peaks(stretched.intensity * 1e7, threshold=8.0).isel(scan_y=0, scan_x=0)
+    ok = peaks_round.valid.values & peaks_long.valid.values
+    far = ok & (np.abs(peaks_round.kx.values) > 0.3)
+    ratio = peaks_long.kx.values[far] / peaks_round.kx.values[far]
+    np.testing.assert_allclose(ratio, 1.05, atol=0.01)
+    clipped = polycrystal(scan_shape=(2, 2), n_grains=1, seed=3, dose=1e6, saturation=500)
+    assert float(clipped.intensity.max()) == 500
