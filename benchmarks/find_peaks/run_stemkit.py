@@ -1,0 +1,90 @@
+"""Find the Bragg peaks of the benchmark patterns with stemkit (issue 4); save them in absolute pixels.
+
+Runs ``stemkit.preprocess.find_peaks`` with the vacuum probe on every ``*.npz`` written by
+``make_data.py``, timed (wall clock, best of ``--repeat`` runs after a warm-up), and
+writes ``results/stemkit_<name>.npz``: ``row``, ``col`` (absolute detector pixels,
+NaN-padded), ``intensity``, ``significance``, ``seconds`` (every timed run),
+``n_patterns`` and the parameters.
+
+Run: ``.venv/bin/python benchmarks/find_peaks/run_stemkit.py [--data DIR] [--out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import stemkit  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+from stemkit.preprocess import find_peaks  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PARAMS = {"threshold": 5.0, "max_peaks": 64, "subpixel": "com", "noise": "poisson"}
+
+
+def as_datacube(patterns: np.ndarray, k_step: float) -> xr.DataArray:
+    """The stack as a canonical (scan_y, scan_x, ky, kx) DataArray: a square-ish scan, k = 0 at (64, 64)."""
+    n = patterns.shape[0]
+    ny = int(np.sqrt(n))
+    while n % ny:
+        ny -= 1
+    return stemkit.datacube(patterns.reshape(ny, n // ny, *patterns.shape[1:]), k_step=k_step, beam_energy_kev=300.0)
+
+
+def to_pixels(peaks: xr.Dataset, k_step: float, origin: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute (row, col) pixels from beam-relative ky, kx and the measured beam position."""
+    n = peaks.sizes["scan_y"] * peaks.sizes["scan_x"]
+    ky = (peaks.ky + peaks.beam_ky).values.reshape(n, -1)
+    kx = (peaks.kx + peaks.beam_kx).values.reshape(n, -1)
+    valid = peaks.valid.values.reshape(n, -1)
+    row = np.where(valid, origin[0] + ky / k_step, np.nan)
+    col = np.where(valid, origin[1] + kx / k_step, np.nan)
+    return row, col
+
+
+def run_file(path: Path, out: Path, repeat: int) -> None:
+    """Warm up, time ``repeat`` runs on the whole stack, save the peaks of the last."""
+    with np.load(path) as f:
+        patterns, probe = f["patterns"], f["probe"]
+        k_step, origin = float(f["k_step"]), (float(f["origin_row"]), float(f["origin_col"]))
+    data = as_datacube(patterns, k_step)
+    find_peaks(data.isel(scan_y=slice(0, 2)), probe=probe, **PARAMS)  # warm-up
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        peaks = find_peaks(data, probe=probe, **PARAMS)
+        seconds.append(time.perf_counter() - start)
+    row, col = to_pixels(peaks, k_step, origin)
+    n = patterns.shape[0]
+    np.savez(out / f"stemkit_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
+             significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), n_patterns=n,
+             params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads()}))
+    print(f"stemkit {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
+          f"runs {', '.join(f'{s:.3f}' for s in seconds)} s; {np.isfinite(row).sum() / n:.1f} peaks/pattern")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=HERE / "data")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default="", help="substring of the file names to run")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"stemkit {stemkit.__version__ if hasattr(stemkit, '__version__') else ''}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    for path in sorted(args.data.glob("*.npz")):
+        if args.only in path.name:
+            run_file(path, args.out, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
