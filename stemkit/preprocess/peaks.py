@@ -6,10 +6,10 @@ For every pattern:
 1. correlate with the probe template (unit sum; the direct beam of the mean pattern,
    or a vacuum pattern) minus the mean over an annulus around each pixel (the local
    background), in one FFT filter, giving the excess ``C - b``;
-2. turn it into a significance: with ``noise="poisson"`` (data in counts) the
-   likelihood-ratio statistic of the counts under the template against the counts the
-   annulus mean predicts (never less than one count per annulus) — Gaussian
-   ``(C - b)/σ`` for many counts, right in the Poisson tail for few;
+2. turn it into a significance: with ``noise="poisson"`` (data in counts) the Li & Ma
+   (1983) on/off statistic of the counts under the template against the counts in the
+   annulus — Gaussian ``(C - b)/σ`` for many counts, right in the Poisson tail for few,
+   and aware that the annulus itself is a noisy estimate of the background;
    with ``noise="uniform"``, σ is the robust spread (MAD) of ``C - b`` over the pattern;
 3. keep local maxima (within ``min_spacing``) above ``threshold`` σ, away from the
    detector edge, strongest first, at most ``max_peaks``;
@@ -189,17 +189,21 @@ def _strongest_per_pattern(b, r, c, score, n: int, k: int):
     return rows, cols, scores
 
 
-def _poisson_significance(surplus: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """Likelihood-ratio significance of ``n = λ + surplus`` counts where ``λ = expected`` are expected.
+def _on_off_significance(on: torch.Tensor, off: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Li & Ma (1983, ApJ 272, 317, eq. 17) significance of ``on`` counts over a background measured as ``off``.
 
-    ``Z = √(2 (n ln(n/λ) − (n − λ)))`` is right in the Poisson tail for few counts, where
-    the Gaussian ``(n − λ)/√λ`` calls three stray counts a 6σ peak, and equals it for many.
+    ``on`` counts fall under the template, ``off`` in the annulus, whose area is ``1/alpha``
+    times the template's. Unlike a known background, this accounts for the noise of the
+    background estimate itself, which matters where the annulus holds only a few counts
+    (a Gaussian or known-background statistic then calls stray counts 5σ peaks).
     """
-    observed = expected + surplus
-    above = observed > expected
-    ratio = torch.where(above, observed / expected, torch.ones_like(observed))
-    deviance = 2.0 * (observed * torch.log(ratio) - surplus)
-    return torch.where(above, torch.sqrt(deviance.clamp_min(0)), surplus / torch.sqrt(expected))
+    on = on.clamp_min(0)
+    off = off.clamp_min(0)
+    total = (on + off).clamp_min(1e-12)
+    term_on = on * torch.log(((1 + alpha) / alpha) * on / total).nan_to_num(0.0)
+    term_off = off * torch.log((1 + alpha) * off / total).nan_to_num(0.0)
+    significance = torch.sqrt((2 * (term_on + term_off)).clamp_min(0))
+    return torch.where(on > alpha * off, significance, -significance)
 
 
 class _PeakFinder:
@@ -288,9 +292,10 @@ class _PeakFinder:
     def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor):
         """A significance map to screen candidates with, and the exact significance of a candidate.
 
-        For Poisson noise the screen is the Gaussian ``(n − λ)/√λ``, which overstates the
-        significance of upward deviations, so no true candidate is screened out; the exact
-        likelihood-ratio statistic is then computed at the few surviving local maxima only.
+        For Poisson noise the screen is the Gaussian ``(n − λ)/√λ`` with λ never below one
+        count per annulus, which overstates the significance of upward deviations, so no
+        true candidate is screened out; the Li & Ma on/off statistic is then computed at the
+        few surviving local maxima only.
         """
         if self.noise == "poisson":
             n_eff = 1.0 / self.template_sq
@@ -298,7 +303,13 @@ class _PeakFinder:
             expected = level.clamp_min(1.0 / self.annulus_pixels) * n_eff
             surplus = excess * n_eff
             screen = surplus * torch.rsqrt(expected)
-            return screen, lambda b, r, c: _poisson_significance(surplus[b, r, c], expected[b, r, c])
+            alpha = n_eff / self.annulus_pixels
+
+            def exact(b, r, c):
+                off = level[b, r, c] * self.annulus_pixels  # counts in the annulus
+                return _on_off_significance(off * alpha + surplus[b, r, c], off, alpha)
+
+            return screen, exact
         flat = excess.reshape(excess.shape[0], -1)
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
