@@ -1,0 +1,10 @@
+"""Orientation and phase mapping with a transformer over Bragg-disk tokens (in progress).
+
+Present: :mod:`rotation_head` (9 outputs → a proper rotation by SVD) and :mod:`loss`
+(the symmetry-aware geodesic distance for any point group, per sample).
+"""
+
+from stemkit.orientation.loss import SymmetryTable, symmetric_geodesic
+from stemkit.orientation.rotation_head import rotation_from_9d
+
+__all__ = ["SymmetryTable", "rotation_from_9d", "symmetric_geodesic"]
