@@ -4,7 +4,9 @@ Valid fixtures of every format are truncated at random lengths or have random by
 overwritten (hypothesis). Whatever the damage, ``stemkit.load`` must not crash inside a
 dependency (IndexError, struct.error, OSError from h5py, ...) and must not return an array
 of the wrong shape: it returns the full cube (the damage hit bytes that hold no structure,
-e.g. pixel values) or raises FileFormatError / MissingCalibrationError.
+e.g. pixel values) or raises FileFormatError / MissingCalibrationError, or FileNotFoundError
+when a damaged header points at a data file that does not exist. The examples are fixed
+(derandomized) so that CI is reproducible; run with ``--hypothesis-seed`` to explore.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hypothesis import strategies as st
 import stemkit
 from tests.io.test_readers import CASES
 
-CLEAR_ERRORS = (stemkit.FileFormatError, stemkit.MissingCalibrationError)
+# FileNotFoundError: a damaged multi-file header can name a data file that is not there (said, with both names)
+CLEAR_ERRORS = (stemkit.FileFormatError, stemkit.MissingCalibrationError, FileNotFoundError)
 
 
 def damaged_copy(source: Path, target: Path, cut: float, flips: list[tuple[float, int]]) -> Path:
@@ -45,7 +48,7 @@ def fixtures(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     cut=st.one_of(st.just(1.0), st.floats(0.0, 1.0)),
     flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=4),
