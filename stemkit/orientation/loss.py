@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from stemkit.physics.symmetry import PointGroup
 
@@ -74,3 +75,63 @@ def symmetric_geodesic(
     traces = torch.einsum("bij,bgji->bg", relative, symmetry)  # tr(Pᵀ T S)
     cos = ((traces.max(dim=1).values - 1.0) / 2.0).clamp(-1 + ACOS_EPS, 1 - ACOS_EPS)
     return torch.arccos(cos)
+
+
+def multiple_choice_loss(
+    outputs: dict[str, torch.Tensor],
+    true: torch.Tensor,
+    phase: torch.Tensor,
+    table: SymmetryTable,
+    *,
+    orientation_weight: float = 0.9,
+    phase_weight: float = 0.1,
+    hypothesis_weight: float = 0.1,
+    relaxation: float = 0.05,
+) -> dict[str, torch.Tensor]:
+    """The training loss of the rotation hypotheses, their weights and the phase, summed over the batch.
+
+    Multiple-choice learning: each sample's hypotheses are scored by :func:`symmetric_geodesic`
+    against the truth (in the true phase's point group); the closest one (the winner) takes
+    the loss, the others a small share ``relaxation`` (which keeps every hypothesis alive),
+    and the hypothesis logits learn by cross-entropy which one won. Where a pattern cannot
+    tell two orientations apart (a 180° turn about the beam, a pseudo-symmetric twin), the
+    hypotheses settle on both and their weights on how often each is right.
+
+    ``total = orientation_weight · (geodesic + hypothesis_weight · CE_hypothesis) + phase_weight · CE_phase``,
+    each term summed (not averaged) over the samples, so that a batch processed in chunks
+    adds up to the same number; divide by the batch size for the mean.
+
+    Parameters
+    ----------
+    outputs
+        :class:`~stemkit.orientation.model.OrientationTransformer` outputs: ``rotations``
+        ``(B, K, 3, 3)``, ``hypothesis_logits`` ``(B, K)``, ``phase_logits`` ``(B, n_phases)``.
+    true
+        True rotations ``(B, 3, 3)``.
+    phase
+        True phase indices ``(B,)``.
+    table
+        The phases' point groups.
+
+    Returns
+    -------
+    dict
+        ``total``, ``orientation`` (geodesic part), ``hypothesis`` and ``phase`` (cross-entropies),
+        all summed over the batch, and ``angles`` ``(B, K)`` (radians, detached).
+    """
+    rotations = outputs["rotations"]
+    n, k = rotations.shape[:2]
+    angles = symmetric_geodesic(rotations.reshape(n * k, 3, 3), true.repeat_interleave(k, dim=0), table,
+                                phase.repeat_interleave(k)).reshape(n, k)
+    winner = angles.detach().argmin(dim=1)
+    if k == 1:
+        geodesic = angles[:, 0].sum()
+    else:
+        best = angles.gather(1, winner[:, None])[:, 0]
+        others = (angles.sum(dim=1) - best) / (k - 1)
+        geodesic = ((1.0 - relaxation) * best + relaxation * others).sum()
+    hypothesis = nn.functional.cross_entropy(outputs["hypothesis_logits"], winner, reduction="sum")
+    phase_loss = nn.functional.cross_entropy(outputs["phase_logits"], phase, reduction="sum")
+    total = orientation_weight * (geodesic + hypothesis_weight * hypothesis) + phase_weight * phase_loss
+    return {"total": total, "orientation": geodesic, "hypothesis": hypothesis, "phase": phase_loss,
+            "angles": angles.detach()}

@@ -1,24 +1,36 @@
 """Training data simulated on the fly: token sets of random orientations, phases, thicknesses and energies,
-degraded the way a real peak finder sees them.
+degraded the way :func:`stemkit.find_peaks` sees real patterns.
 
-Each sample: a phase drawn at random, an orientation uniform over that phase's
-fundamental zone, a thickness, a beam energy, a dose and a detector half-width; the
-kinematic spots (:func:`stemkit.physics.simulate_kinematic`, sinc² shape factor) as
-fractions of the beam, then what :func:`stemkit.find_peaks` really does to them:
+Each sample draws a phase, an orientation uniform over that phase's fundamental zone
+(:func:`~stemkit.physics.random_fundamental_zone`), a foil thickness (sinc² shape factor)
+and a beam energy; :func:`~stemkit.physics.simulate_kinematic` gives its spots as fractions
+of the incident beam (electrons conserved: the direct beam keeps ``1 / (1 + Σ I_g)``, as in
+:func:`stemkit.physics.specimens.polycrystal`). :func:`degrade` then does to the spots what
+the peak finder does to rendered, noisy patterns (calibrated against it, see
+:mod:`stemkit.orientation.calibration`):
 
-- a disk is detected only if its expected counts exceed a detection limit drawn per
-  pattern (weak disks are missed, more at low dose);
-- intensities are Poisson counts times a log-normal factor (kinematic theory gets
-  dynamical intensities only roughly right);
-- positions jitter (sub-pixel error) and the whole pattern shifts a little (residual
-  centring error);
-- a few false peaks appear at random places;
-- nothing beyond the detector edge is seen.
+- **detection**: a disk of expected counts ``N`` (dose × fraction) on a background of
+  ``B`` counts under the disk (``dose × β``, falling off with ``|k|`` like a Lorentzian) is
+  found when its Poisson counts plus the background's fluctuation exceed
+  ``z √B + c₀`` (``z`` the finder's threshold in σ, ``c₀`` a few counts: Li & Ma at low
+  counts); weak disks are missed, more at low dose; a few strong ones are lost too
+  (``dropout``: overlaps, defects, the edge);
+- **intensity**: Poisson counts times a log-normal factor (kinematic theory gets dynamical
+  intensities only roughly right);
+- **position**: an error per disk of ``√(σ₀² + (r/2)² (1 + B/N) / N)`` per axis (``r`` the disk
+  radius: the centre of mass of ``N`` counts spread over a disk), ``σ₀`` a floor of a fraction of a pixel; a
+  common shift of the whole pattern (the residual error of the direct-beam centring);
+- **false peaks**: a Poisson number at random places, just above the detection limit;
+- **detector**: only what lies inside a square window around the beam (the beam a little
+  off the detector's centre) is seen.
+
+Everything is vectorised over the batch; one draw of every random number per sample, in a
+fixed order, so a batch is a pure function of the generator's state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -28,25 +40,91 @@ from stemkit.physics.presets import crystal as preset_crystal
 from stemkit.physics.rotations import quaternion_to_matrix, random_fundamental_zone
 from stemkit.orientation.tokens import tokens_from_arrays
 
-K_MAX_SIMULATED = 2.1
+K_MAX_SIMULATED = 2.1  # 1/Å; detectors reach at most 2 1/Å from the beam along an axis
+MAX_FALSE_PEAKS = 8
+ENERGY_GRID_KEV = 20.0  # energies drawn from a range are rounded to this step (one simulation call each)
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Ranges the training samples are drawn from (uniform unless said otherwise)."""
+    """Ranges the training samples are drawn from (uniform; log-uniform where marked).
+
+    Lengths in 1/Å; ``*_px`` in detector pixels, whose size is itself drawn (``k_step``).
+    """
 
     beam_energies_kev: tuple[float, ...] = (200.0, 300.0)
+    energy_range_kev: tuple[float, float] = (60.0, 300.0)
+    energy_range_fraction: float = 0.2  # share of samples with an energy from the range instead
     thickness_nm: tuple[float, float] = (5.0, 80.0)
-    detector_half_width: tuple[float, float] = (1.0, 2.0)
-    dose: tuple[float, float] = (1e4, 1e6)  # log-uniform, electrons per pattern
-    detection_counts: tuple[float, float] = (5.0, 40.0)
-    intensity_spread: float = 0.4  # σ of the log-normal factor
-    position_jitter: tuple[float, float] = (0.0005, 0.004)  # 1/Å, σ per peak
-    centring_error: float = 0.004  # 1/Å, σ of the common shift
-    false_peaks: float = 0.5  # mean number per pattern (Poisson)
-    probe_radius: float = 0.05  # 1/Å, for dropping the direct beam
+    s_max: float = 0.15  # 1/Å; the sinc² tails beyond are below any detection limit
+    dose: tuple[float, float] = (3e3, 3e6)  # log-uniform, electrons per pattern
+    background: tuple[float, float] = (5e-5, 2e-3)  # log-uniform β: counts under a disk at k = 0 per electron
+    background_width: tuple[float, float] = (0.3, 1.0)  # Lorentzian half width of the background
+    threshold_sigma: tuple[float, float] = (4.0, 6.0)
+    min_counts: tuple[float, float] = (3.0, 8.0)
+    dropout: float = 0.03  # share of detectable disks lost anyway
+    intensity_spread: tuple[float, float] = (0.3, 0.5)  # σ of the log-normal intensity factor
+    k_step: tuple[float, float] = (0.01, 0.04)  # detector pixel size
+    probe_radius: tuple[float, float] = (0.03, 0.08)  # disk radius
+    position_floor_px: tuple[float, float] = (0.02, 0.2)  # σ₀ of the position error per axis
+    centring_error_px: tuple[float, float] = (0.0, 0.3)  # length of the common shift
+    false_peak_rate: tuple[float, float] = (0.0, 0.3)  # mean false peaks per pattern
+    detector_half_width: tuple[float, float] = (1.0, 2.0)  # from the beam to the detector edge
+    detector_offset: float = 0.1  # beam off the detector's centre, up to this along each axis
     max_tokens: int = 48
-    s_max: float = 0.05
+
+    def to_dict(self) -> dict:
+        """Plain values, for JSON."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Augmentation:
+        """Inverse of :meth:`to_dict` (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass
+class Conditions:
+    """What each sample of a batch was drawn with, ``(n,)`` arrays (thickness in nm, lengths in 1/Å)."""
+
+    phase: np.ndarray
+    rotations: np.ndarray  # (n, 3, 3) crystal → lab
+    beam_energy_kev: np.ndarray
+    thickness_nm: np.ndarray
+    dose: np.ndarray
+
+
+@dataclass
+class Spots:
+    """Kinematic spots ``(n, P)``: positions (1/Å from the beam) and fractions of the incident beam."""
+
+    kx: np.ndarray
+    ky: np.ndarray
+    fraction: np.ndarray
+
+
+@dataclass
+class SeenPeaks:
+    """Spots as a peak finder reports them, ``(n, P + MAX_FALSE_PEAKS)``, with what made them.
+
+    ``kx``, ``ky``, ``counts``, ``valid`` are what the peak finder would return; ``clean_kx``,
+    ``clean_ky``, ``expected`` the true positions and expected counts (NaN and 0 for false
+    peaks); ``false`` marks false peaks; ``probe_radius``, ``k_step``, ``shift`` (n, 2) and
+    ``limit`` (counts, at k = 0) are per pattern.
+    """
+
+    kx: np.ndarray
+    ky: np.ndarray
+    counts: np.ndarray
+    valid: np.ndarray
+    clean_kx: np.ndarray
+    clean_ky: np.ndarray
+    expected: np.ndarray
+    false: np.ndarray
+    probe_radius: np.ndarray
+    k_step: np.ndarray
+    shift: np.ndarray
+    limit: np.ndarray
 
 
 @dataclass
@@ -57,10 +135,21 @@ class TrainingBatch:
     mask: np.ndarray  # (n, T) bool
     rotations: np.ndarray  # (n, 3, 3) crystal → lab
     phase: np.ndarray  # (n,) index into the phases
+    conditions: Conditions | None = None
+
+
+def as_crystals(phases: tuple[str | Crystal, ...]) -> list[Crystal]:
+    """Preset names or :class:`Crystal` objects → crystals."""
+    if not phases:
+        raise ValueError("need at least one phase (a preset name such as 'Cu', or a stemkit.physics.Crystal)")
+    return [preset_crystal(p) if isinstance(p, str) else p for p in phases]
 
 
 def simulate_batch(
-    phases: tuple[str | Crystal, ...], n: int, rng: np.random.Generator, augmentation: Augmentation = Augmentation()
+    phases: tuple[str | Crystal, ...] | list[Crystal],
+    n: int,
+    rng: np.random.Generator,
+    augmentation: Augmentation = Augmentation(),
 ) -> TrainingBatch:
     """Simulate ``n`` training samples.
 
@@ -71,54 +160,101 @@ def simulate_batch(
     n
         Number of samples.
     rng
-        Random generator (the batch is deterministic for its state).
+        Random generator; the batch is a pure function of its state.
     augmentation
         The ranges to draw from.
     """
-    crystals = [preset_crystal(p) if isinstance(p, str) else p for p in phases]
+    crystals = as_crystals(tuple(phases))
+    conditions = draw_conditions(crystals, n, rng, augmentation)
+    spots = kinematic_spots(crystals, conditions, augmentation.s_max, augmentation.max_tokens + 16)
+    seen = degrade(spots, conditions.dose, rng, augmentation)
+    features, mask = tokens_from_arrays(seen.kx, seen.ky, seen.counts, seen.valid,
+                                        beam_energy_kev=conditions.beam_energy_kev, beam_radius=seen.probe_radius,
+                                        max_tokens=augmentation.max_tokens)
+    return TrainingBatch(features=features, mask=mask, rotations=conditions.rotations, phase=conditions.phase,
+                         conditions=conditions)
+
+
+def draw_conditions(crystals: list[Crystal], n: int, rng: np.random.Generator, aug: Augmentation) -> Conditions:
+    """Phase, orientation (uniform over the phase's fundamental zone), energy, thickness and dose of ``n`` samples."""
     phase = rng.integers(len(crystals), size=n)
-    energy = rng.choice(np.asarray(augmentation.beam_energies_kev, float), size=n)
-    rotations = np.empty((n, 3, 3))
-    width = augmentation.max_tokens + 16
+    listed = rng.choice(np.asarray(aug.beam_energies_kev, float), size=n)
+    ranged = np.round(rng.uniform(*aug.energy_range_kev, size=n) / ENERGY_GRID_KEV) * ENERGY_GRID_KEV
+    energy = np.where(rng.random(n) < aug.energy_range_fraction, np.maximum(ranged, ENERGY_GRID_KEV), listed)
+    thickness = rng.uniform(*aug.thickness_nm, size=n)
+    dose = np.exp(rng.uniform(*np.log(aug.dose), size=n))
+    quaternions = np.empty((n, 4))
+    for index, xtal in enumerate(crystals):
+        members = np.flatnonzero(phase == index)
+        quaternions[members] = random_fundamental_zone(members.size, xtal.point_group, seed=rng)
+    return Conditions(phase=phase, rotations=quaternion_to_matrix(quaternions), beam_energy_kev=energy,
+                      thickness_nm=thickness, dose=dose)
+
+
+def kinematic_spots(crystals: list[Crystal], conditions: Conditions, s_max: float | None, width: int) -> Spots:
+    """The ``width`` strongest kinematic spots of every sample, as fractions of the incident beam."""
+    n = len(conditions.phase)
     kx, ky, fraction = (np.zeros((n, width)) for _ in range(3))
     for index, xtal in enumerate(crystals):
-        for kev in np.unique(energy):
-            members = np.flatnonzero((phase == index) & (energy == kev))
+        for kev in np.unique(conditions.beam_energy_kev):
+            members = np.flatnonzero((conditions.phase == index) & (conditions.beam_energy_kev == kev))
             if members.size == 0:
                 continue
-            rotations[members] = quaternion_to_matrix(random_fundamental_zone(members.size, xtal.point_group, seed=rng))
-            thickness = rng.uniform(*augmentation.thickness_nm, size=members.size)
-            spots = simulate_kinematic(xtal, rotations[members], beam_energy_kev=float(kev), k_max=K_MAX_SIMULATED,
-                                       thickness=10.0 * thickness, s_max=augmentation.s_max, max_reflections=width,
-                                       dtype=np.float64)
+            spots = simulate_kinematic(xtal, conditions.rotations[members], beam_energy_kev=float(kev),
+                                       k_max=K_MAX_SIMULATED, thickness=10.0 * conditions.thickness_nm[members],
+                                       s_max=s_max, max_reflections=width, dtype=np.float64)
             share = np.where(spots.valid, spots.beam_fraction(), 0.0)
-            kx[members], ky[members] = spots.kx, spots.ky
-            fraction[members] = share / (1.0 + share.sum(axis=1, keepdims=True))
-    kx, ky, counts, valid = _as_seen_by_a_peak_finder(kx, ky, fraction, rng, augmentation)
-    features, mask = tokens_from_arrays(kx, ky, counts, valid, beam_energy_kev=energy,
-                                        beam_radius=augmentation.probe_radius, max_tokens=augmentation.max_tokens)
-    return TrainingBatch(features=features, mask=mask, rotations=rotations, phase=phase)
+            used = share.shape[1]
+            kx[members, :used], ky[members, :used] = spots.kx, spots.ky
+            fraction[members, :used] = share / (1.0 + share.sum(axis=1, keepdims=True))
+    return Spots(kx=kx, ky=ky, fraction=fraction)
 
 
-def _as_seen_by_a_peak_finder(kx, ky, fraction, rng: np.random.Generator, aug: Augmentation):
-    """Detection limit, counting noise, jitter, centring error, false peaks and the detector edge."""
-    n, width = kx.shape
-    dose = np.exp(rng.uniform(*np.log(aug.dose), size=(n, 1)))
-    expected = dose * fraction
-    counts = rng.poisson(expected) * np.exp(rng.normal(0.0, aug.intensity_spread, size=expected.shape))
-    detected = (expected >= rng.uniform(*aug.detection_counts, size=(n, 1))) & (counts > 0)
-    jitter = rng.uniform(*aug.position_jitter, size=(n, 1))
-    shift = rng.normal(0.0, aug.centring_error, size=(n, 2))
-    kx = kx + rng.normal(size=kx.shape) * jitter + shift[:, :1]
-    ky = ky + rng.normal(size=ky.shape) * jitter + shift[:, 1:]
-    half_width = rng.uniform(*aug.detector_half_width, size=(n, 1))
-    n_false = np.minimum(rng.poisson(aug.false_peaks, size=n), 8)
-    false_kx = rng.uniform(-1, 1, size=(n, 8)) * half_width
-    false_ky = rng.uniform(-1, 1, size=(n, 8)) * half_width
-    false_counts = rng.uniform(1.0, 3.0, size=(n, 8)) * aug.detection_counts[0]
-    false_valid = np.arange(8)[None, :] < n_false[:, None]
+def degrade(spots: Spots, dose: np.ndarray, rng: np.random.Generator, aug: Augmentation) -> SeenPeaks:
+    """What a peak finder reports for ``spots`` at ``dose`` electrons per pattern (see the module docstring)."""
+    n, width = spots.kx.shape
+    per_pattern = lambda bounds: rng.uniform(*bounds, size=(n, 1))  # noqa: E731
+    k_step, radius = per_pattern(aug.k_step), per_pattern(aug.probe_radius)
+    dose = np.asarray(dose, float).reshape(n, 1)
+    k = np.hypot(spots.kx, spots.ky)
+    gamma = per_pattern(aug.background_width)
+    beta = np.exp(rng.uniform(*np.log(aug.background), size=(n, 1)))
+    background = dose * beta / (1.0 + (k / gamma) ** 2)
+    threshold, floor = per_pattern(aug.threshold_sigma), per_pattern(aug.min_counts)
+    expected = dose * spots.fraction
+    poisson = rng.poisson(expected).astype(float)
+    fluctuation = np.sqrt(background) * rng.standard_normal((n, width))
+    detected = poisson + fluctuation >= threshold * np.sqrt(background) + floor
+    detected &= (spots.fraction > 0) & (rng.random((n, width)) >= aug.dropout)
+    counts = poisson * np.exp(rng.standard_normal((n, width)) * per_pattern(aug.intensity_spread))
+    sigma = np.sqrt((per_pattern(aug.position_floor_px) * k_step) ** 2
+                    + (radius / 2) ** 2 * (1.0 + background / np.maximum(expected, 1.0)) / np.maximum(expected, 1.0))
+    angle = rng.uniform(0, 2 * np.pi, size=(n, 1))
+    shift = per_pattern(aug.centring_error_px) * k_step * np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
+    kx = spots.kx + sigma * rng.standard_normal((n, width)) + shift[:, :1]
+    ky = spots.ky + sigma * rng.standard_normal((n, width)) + shift[:, 1:]
+    half_width, offset = per_pattern(aug.detector_half_width), rng.uniform(-1, 1, size=(n, 2)) * aug.detector_offset
+    limit = (threshold * np.sqrt(dose * beta) + floor)[:, 0]
+    false_kx, false_ky, false_counts, false_valid = _false_peaks(n, half_width, offset, limit, rng, aug)
     kx, ky = np.concatenate([kx, false_kx], 1), np.concatenate([ky, false_ky], 1)
-    counts = np.concatenate([counts, false_counts], 1)
     valid = np.concatenate([detected, false_valid], 1)
-    valid &= (np.abs(kx) < half_width) & (np.abs(ky) < half_width)
-    return kx, ky, counts, valid
+    valid &= (np.abs(kx - offset[:, :1]) < half_width) & (np.abs(ky - offset[:, 1:]) < half_width)
+    nan = np.full((n, MAX_FALSE_PEAKS), np.nan)
+    return SeenPeaks(
+        kx=kx, ky=ky, counts=np.concatenate([counts, false_counts], 1), valid=valid,
+        clean_kx=np.concatenate([spots.kx, nan], 1), clean_ky=np.concatenate([spots.ky, nan], 1),
+        expected=np.concatenate([expected, np.zeros((n, MAX_FALSE_PEAKS))], 1),
+        false=np.concatenate([np.zeros((n, width), bool), np.ones((n, MAX_FALSE_PEAKS), bool)], 1),
+        probe_radius=radius[:, 0], k_step=k_step[:, 0], shift=shift, limit=limit,
+    )
+
+
+def _false_peaks(n: int, half_width: np.ndarray, offset: np.ndarray, limit: np.ndarray, rng: np.random.Generator,
+                 aug: Augmentation):
+    """Up to :data:`MAX_FALSE_PEAKS` false peaks per pattern at random places, 1-3 × the detection limit."""
+    rate = rng.uniform(*aug.false_peak_rate, size=n)
+    number = np.minimum(rng.poisson(rate), MAX_FALSE_PEAKS)
+    kx = offset[:, :1] + rng.uniform(-1, 1, size=(n, MAX_FALSE_PEAKS)) * half_width
+    ky = offset[:, 1:] + rng.uniform(-1, 1, size=(n, MAX_FALSE_PEAKS)) * half_width
+    counts = rng.uniform(1.0, 3.0, size=(n, MAX_FALSE_PEAKS)) * limit[:, None]
+    return kx, ky, counts, np.arange(MAX_FALSE_PEAKS)[None, :] < number[:, None]

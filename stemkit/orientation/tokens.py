@@ -25,6 +25,7 @@ K_SCALE = 1.0
 LAMBDA_SCALE = 0.025
 FEATURES = ("k", "cos_phi", "sin_phi", "log_intensity", "wavelength")
 LOG_FLOOR = -12.0
+BEAM_EXCLUSION = 1.5  # peaks within this many probe radii of k = 0 are the direct beam
 
 
 def tokens_from_arrays(
@@ -34,7 +35,7 @@ def tokens_from_arrays(
     valid: np.ndarray,
     *,
     beam_energy_kev: float | np.ndarray,
-    beam_radius: float,
+    beam_radius: float | np.ndarray,
     max_tokens: int = 48,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tokens from padded peak arrays ``(n, P)`` positioned relative to the direct beam (1/Å).
@@ -46,7 +47,8 @@ def tokens_from_arrays(
     beam_energy_kev
         One energy, or one per pattern ``(n,)``.
     beam_radius
-        Peaks within 1.5 × this radius (1/Å) of k = 0 are the direct beam and are dropped.
+        Probe (disk) radius in 1/Å, one or one per pattern ``(n,)``: peaks within 1.5 × this
+        radius of k = 0 are the direct beam and are dropped.
     max_tokens
         Length of the token axis; the strongest disks are kept.
 
@@ -57,7 +59,8 @@ def tokens_from_arrays(
     """
     kx, ky, intensity = (np.asarray(a, dtype=np.float64) for a in (kx, ky, intensity))
     k = np.hypot(kx, ky)
-    keep = np.asarray(valid, bool) & np.isfinite(k) & (k > 1.5 * beam_radius) & (intensity > 0)
+    radius = np.broadcast_to(np.asarray(beam_radius, float), (k.shape[0],))[:, None]
+    keep = np.asarray(valid, bool) & np.isfinite(k) & (k > BEAM_EXCLUSION * radius) & (intensity > 0)
     score = np.where(keep, intensity, -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")[:, :max_tokens]
     take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stemkit.orientation import FEATURES, tokens_from_arrays, tokens_from_peaks
-from stemkit.physics import crystal, simulate_kinematic
+from stemkit.orientation.tokens import LAMBDA_SCALE
+from stemkit.physics import crystal, simulate_kinematic, wavelength_angstrom
 from stemkit.physics.specimens import polycrystal
 from stemkit.preprocess import find_peaks
 
@@ -69,9 +70,19 @@ def test_units_come_from_the_data():
     high.attrs["beam_energy_kev"] = 200.0
     c, _ = tokens_from_peaks(find_peaks(high))
     assert c[0, 0, WAVELENGTH] > a[0, 0, WAVELENGTH], "200 keV electrons have the longer wavelength"
+    np.testing.assert_allclose(c[mb][:, WAVELENGTH] * LAMBDA_SCALE, wavelength_angstrom(200.0), rtol=1e-6)
+    np.testing.assert_allclose(a[ma][:, WAVELENGTH] * LAMBDA_SCALE, wavelength_angstrom(300.0), rtol=1e-6)
+    np.testing.assert_array_equal(c[..., :WAVELENGTH], a[..., :WAVELENGTH])
 
 
 def test_a_dataset_that_is_not_a_peak_dataset_is_refused():
     specimen = polycrystal(scan_shape=(2, 2), n_grains=1, seed=2)
     with pytest.raises(ValueError, match="find_peaks"):
         tokens_from_peaks(specimen)
+
+
+def test_the_direct_beam_radius_may_differ_per_pattern():
+    kx, ky, intensity, valid = (np.repeat(a, 2, axis=0) for a in spots())
+    features, mask = tokens_from_arrays(kx, ky, intensity, valid, beam_energy_kev=300,
+                                        beam_radius=np.array([0.05, 0.4]))
+    assert mask.sum(axis=1).tolist() == [3, 1], "a probe of radius 0.4 1/Å hides both disks at |k| = 0.5 1/Å"

@@ -1,0 +1,365 @@
+"""``OrientationMapper``: orientation and phase maps from 4D-STEM data with the Bragg-disk transformer.
+
+The estimator of DESIGN.md: hyper-parameters in the constructor, ``fit`` trains on data
+simulated for the mapper's phases, ``predict`` maps a dataset, learned state ends in ``_``::
+
+    mapper = OrientationMapper(phases=("Cu", "Cu2O")).fit(steps=40_000, checkpoint_dir=".runs/cu-cu2o")
+    result = mapper.predict(data)          # Dataset on (scan_y, scan_x)
+    mapper.save("my-weights")              # safetensors + JSON, hash-checked on load
+    mapper = OrientationMapper.load("my-weights")
+
+Structured for what comes next (issue 5, part 2): a refinement stage between the model
+and the result (:meth:`OrientationMapper._answers`), a calibrated confidence, IPF colours
+and orix/.ang export on the result, and shipped weights under ``stemkit/pretrained/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from stemkit.data.contract import SCAN_DIMS
+from stemkit.physics.crystal import Crystal
+from stemkit.physics.rotations import matrix_to_quaternion, reduce_to_fundamental_zone
+from stemkit.orientation.decode import AMBIGUITY_ANGLE_DEG, AMBIGUITY_WEIGHT, Decoded
+from stemkit.orientation.inference import run_model
+from stemkit.orientation.loss import SymmetryTable
+from stemkit.orientation.model import ModelConfig, OrientationTransformer
+from stemkit.orientation.simulate import Augmentation, as_crystals
+from stemkit.orientation.tokens import FEATURES, tokens_from_arrays
+from stemkit.orientation.weights import WeightsRecord, read_weights, write_weights
+
+PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
+BLOCK_PATTERNS = 65_536  # patterns tokenised and run at a time (bounded memory)
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+class NotFittedError(RuntimeError):
+    """The mapper has no trained model yet."""
+
+
+class OrientationMapper:
+    """Orientation, phase and ambiguity maps from Bragg-disk tokens.
+
+    Parameters
+    ----------
+    phases
+        The crystals to tell apart: preset names (``"Cu"``) or :class:`~stemkit.physics.Crystal`.
+    d_model, n_heads, n_layers, feedforward
+        Transformer width, attention heads, layers and feed-forward width.
+    n_hypotheses
+        Rotation hypotheses per pattern (2: an answer and its alternative).
+    max_tokens
+        Most disks per pattern the model reads (the strongest are kept).
+    augmentation
+        Ranges of the simulated training data; default :class:`~stemkit.orientation.simulate.Augmentation`
+        with ``max_tokens``.
+    ambiguity_weight, ambiguity_angle
+        A pattern is ``ambiguous`` when the alternative carries at least this weight and lies
+        more than this many degrees from the answer (see :mod:`stemkit.orientation.decode`).
+
+    Attributes
+    ----------
+    model_
+        The trained :class:`~stemkit.orientation.model.OrientationTransformer`.
+    crystals_
+        The phases as crystals, in the model's phase order.
+    history_
+        Training log (losses, validation figures) of the last ``fit``.
+    weights_sha256_
+        SHA-256 of the weights file last saved or loaded (None before).
+    """
+
+    def __init__(
+        self,
+        phases: tuple[str | Crystal, ...] = ("Cu", "Cu2O"),
+        *,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 3,
+        feedforward: int = 128,
+        n_hypotheses: int = 2,
+        max_tokens: int = 48,
+        augmentation: Augmentation | None = None,
+        ambiguity_weight: float = AMBIGUITY_WEIGHT,
+        ambiguity_angle: float = AMBIGUITY_ANGLE_DEG,
+    ) -> None:
+        self.phases = tuple(phases)
+        self.d_model, self.n_heads, self.n_layers, self.feedforward = d_model, n_heads, n_layers, feedforward
+        self.n_hypotheses, self.max_tokens = n_hypotheses, max_tokens
+        self.augmentation = augmentation
+        self.ambiguity_weight, self.ambiguity_angle = ambiguity_weight, ambiguity_angle
+        self.weights_sha256_: str | None = None
+
+    # ------------------------------------------------------------------ configuration
+    def model_config(self) -> ModelConfig:
+        """The model's hyper-parameters."""
+        return ModelConfig(n_phases=len(self.phases), d_model=self.d_model, n_heads=self.n_heads,
+                           n_layers=self.n_layers, feedforward=self.feedforward, n_hypotheses=self.n_hypotheses,
+                           n_features=len(FEATURES))
+
+    def training_augmentation(self) -> Augmentation:
+        """The simulation ranges used by :meth:`fit`."""
+        if self.augmentation is None:
+            return Augmentation(max_tokens=self.max_tokens)
+        if self.augmentation.max_tokens != self.max_tokens:
+            raise ValueError(f"augmentation.max_tokens ({self.augmentation.max_tokens}) differs from max_tokens "
+                             f"({self.max_tokens}); give the same number to both")
+        return self.augmentation
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        *,
+        steps: int = 40_000,
+        batch_size: int = 512,
+        device: str | torch.device = "cpu",
+        checkpoint_dir: str | Path | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        verbose: bool = False,
+        **training: Any,
+    ) -> OrientationMapper:
+        """Train on patterns simulated for :attr:`phases`; resume from ``checkpoint_dir`` when it holds a checkpoint.
+
+        Parameters
+        ----------
+        steps
+            Optimisation steps in all (a resumed run continues to this number).
+        batch_size
+            Simulated patterns per step.
+        device
+            Torch device.
+        checkpoint_dir
+            Where checkpoints and the history go (e.g. ``.runs/my-crystals``); ``None``: none.
+        seed
+            Seeds the model's initialisation and every simulated batch.
+        progress, verbose
+            Progress bar; log lines when there is none.
+        **training
+            Other :class:`~stemkit.orientation.train.TrainingConfig` fields (``learning_rate``,
+            ``validate_every``, ...).
+        """
+        from stemkit.orientation.train import Trainer, TrainingConfig
+
+        config = TrainingConfig(steps=steps, batch_size=batch_size, seed=seed, **training)
+        crystals = as_crystals(self.phases)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = OrientationTransformer(self.model_config())
+        trainer = Trainer(model, crystals, self.training_augmentation(), config, device=device,
+                          checkpoint_dir=checkpoint_dir, progress=progress, verbose=verbose)
+        trainer.run()
+        self.model_, self.crystals_, self.history_ = trainer.model.cpu().eval(), crystals, trainer.history
+        self.training_record_ = {"steps": trainer.step, "training_config": trainer.state()["training_config"],
+                                 "last_validation": _last_validation(trainer.history)}
+        self.weights_sha256_ = None
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        data: xr.DataArray | xr.Dataset,
+        *,
+        batch_size: int = 4096,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        peak_options: dict[str, Any] | None = None,
+    ) -> xr.Dataset:
+        """Orientation and phase of every pattern.
+
+        Parameters
+        ----------
+        data
+            A canonical 4D DataArray (numpy or dask; its peaks are found with
+            :func:`stemkit.find_peaks`, which streams over dask chunks), a Dataset holding one
+            as ``intensity``, or a peak Dataset from :func:`stemkit.find_peaks`.
+        batch_size
+            Patterns per model call.
+        device
+            Torch device for the peak finder and the model.
+        progress
+            Show a progress bar over blocks of patterns.
+        peak_options
+            Keyword arguments for :func:`stemkit.find_peaks` (``threshold``, ``probe``, ...).
+
+        Returns
+        -------
+        xarray.Dataset
+            On ``(scan_y, scan_x)``: ``quaternion`` (dim ``quat``, (w, x, y, z), crystal → lab,
+            in the fundamental zone of the phase), ``phase`` (names; ``""`` where a pattern has
+            no diffracted disk), ``confidence`` (weight of the answer; **not calibrated**),
+            ``ambiguous`` (the alternative is as plausible and differs by more than
+            ``ambiguity_angle``), ``alternative`` (quaternion of the other hypothesis),
+            ``phase_probability`` and ``n_peaks`` (diffracted disks read, the direct beam excluded).
+        """
+        self._check_fitted()
+        peaks = self._peaks_of(data, device, peak_options or {})
+        answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress)
+        return self._result(peaks, answers)
+
+    def _check_fitted(self) -> None:
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("this OrientationMapper has no model yet: call fit(...), or use "
+                                 "OrientationMapper.load(path) / OrientationMapper.pretrained(name)")
+
+    @staticmethod
+    def _peaks_of(data: xr.DataArray | xr.Dataset, device, options: dict[str, Any]) -> xr.Dataset:
+        """The peak Dataset of the input (found here unless given)."""
+        if isinstance(data, xr.Dataset) and all(v in data for v in PEAK_VARIABLES):
+            return data
+        if isinstance(data, xr.Dataset) and "intensity" in data and data["intensity"].ndim == 4:
+            data = data["intensity"]
+        if not isinstance(data, xr.DataArray) or data.ndim != 4:
+            raise TypeError(f"predict needs a 4D DataArray (scan_y, scan_x, ky, kx), a Dataset holding one as "
+                            f"'intensity', or a peak Dataset from stemkit.find_peaks; got {type(data).__name__}")
+        from stemkit.preprocess import find_peaks
+
+        return find_peaks(data, device=device, **options)
+
+    def _answers(self, peaks: xr.Dataset, *, batch_size: int, device, progress: bool) -> dict[str, np.ndarray]:
+        """Model answers for every pattern, flat over the scan, in blocks of bounded memory.
+
+        (Part 2 puts the refinement against each pattern's own peaks here.)
+        """
+        if "beam_energy_kev" not in peaks.attrs or "probe_radius" not in peaks.attrs:
+            raise ValueError("the peak Dataset lacks attrs beam_energy_kev and probe_radius: use the output of "
+                             "stemkit.find_peaks")
+        flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"]) for v in PEAK_VARIABLES}
+        n = flat["kx"].shape[0]
+        table = SymmetryTable([c.point_group for c in self.crystals_])
+        parts, counts = [], []
+        for start in tqdm(range(0, n, BLOCK_PATTERNS), disable=not progress, desc="orientation", unit="block"):
+            block = {v: a[start:start + BLOCK_PATTERNS] for v, a in flat.items()}
+            features, mask = tokens_from_arrays(block["kx"], block["ky"], block["intensity"], block["valid"],
+                                                beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
+                                                beam_radius=float(peaks.attrs["probe_radius"]),
+                                                max_tokens=self.max_tokens)
+            parts.append(run_model(self.model_, features, mask, table, batch_size=batch_size, device=device,
+                                   ambiguity_weight=self.ambiguity_weight, ambiguity_angle=self.ambiguity_angle))
+            counts.append(mask.sum(axis=1))
+        self.model_.cpu()
+        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in Decoded.__dataclass_fields__}
+        return joined | {"n_peaks": np.concatenate(counts)}
+
+    def _result(self, peaks: xr.Dataset, answers: dict[str, np.ndarray]) -> xr.Dataset:
+        shape = tuple(peaks.sizes[d] for d in SCAN_DIMS)
+        empty = answers["n_peaks"] == 0
+        phase = answers["phase"]
+        quaternion = self._in_fundamental_zone(answers["rotation"], phase)
+        alternative = self._in_fundamental_zone(answers["alternative"], phase)
+        quaternion[empty], alternative[empty] = np.nan, np.nan
+        names = np.array([c.name for c in self.crystals_] + [""])[np.where(empty, len(self.crystals_), phase)]
+        confidence = np.where(empty, 0.0, answers["confidence"]).astype(np.float32)
+        grid = lambda a: a.reshape(*shape, *a.shape[1:])  # noqa: E731
+        quat_dims = (*SCAN_DIMS, "quat")
+        return xr.Dataset(
+            {
+                "quaternion": (quat_dims, grid(quaternion), {"convention": "(w, x, y, z), crystal → lab"}),
+                "phase": (SCAN_DIMS, grid(names)),
+                "confidence": (SCAN_DIMS, grid(confidence),
+                               {"long_name": "weight of the answer's hypothesis (not calibrated)"}),
+                "ambiguous": (SCAN_DIMS, grid(answers["ambiguous"] & ~empty)),
+                "alternative": (quat_dims, grid(alternative), {"long_name": "the other rotation hypothesis"}),
+                "phase_probability": (SCAN_DIMS, grid(np.where(empty, 0.0, answers["phase_probability"]))),
+                "n_peaks": (SCAN_DIMS, grid(answers["n_peaks"].astype(np.int32)),
+                            {"long_name": "diffracted disks read (direct beam excluded)"}),
+            },
+            coords={**{d: peaks[d] for d in SCAN_DIMS if d in peaks.coords}, "quat": ["w", "x", "y", "z"]},
+            attrs={"method": "stemkit.OrientationMapper", "model_sha256": self.weights_sha256_ or "unsaved",
+                   "phases": [c.name for c in self.crystals_], "ambiguity_weight": self.ambiguity_weight,
+                   "ambiguity_angle_deg": self.ambiguity_angle, "confidence": "uncalibrated hypothesis weight",
+                   "peaks": str(peaks.attrs.get("method", "given"))},
+        )
+
+    def _in_fundamental_zone(self, rotations: np.ndarray, phase: np.ndarray) -> np.ndarray:
+        """Quaternions of rotations, each reduced to its phase's fundamental zone."""
+        quaternions = matrix_to_quaternion(rotations)
+        for index, xtal in enumerate(self.crystals_):
+            members = np.flatnonzero(phase == index)
+            if members.size:
+                quaternions[members] = reduce_to_fundamental_zone(quaternions[members], xtal.point_group)
+        return quaternions
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the weights (safetensors) and ``config.json`` to the folder ``path``; return it."""
+        self._check_fitted()
+        record = WeightsRecord(model=self.model_.config, phases=list(self.crystals_),
+                               settings=self._settings(), training=getattr(self, "training_record_", {}))
+        self.weights_sha256_ = write_weights(path, self.model_, record)
+        return Path(path)
+
+    def _settings(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "ambiguity_weight": self.ambiguity_weight,
+                "ambiguity_angle": self.ambiguity_angle, "augmentation": self.training_augmentation().to_dict()}
+
+    @classmethod
+    def load(cls, path: str | Path) -> OrientationMapper:
+        """A mapper from a folder written by :meth:`save`; the weights' SHA-256 is checked, nothing is unpickled."""
+        model, record = read_weights(path)
+        settings, config = record.settings, record.model
+        augmentation = settings.get("augmentation")
+        mapper = cls(phases=tuple(record.phases), d_model=config.d_model, n_heads=config.n_heads,
+                     n_layers=config.n_layers, feedforward=config.feedforward, n_hypotheses=config.n_hypotheses,
+                     max_tokens=int(settings.get("max_tokens", 48)),
+                     augmentation=None if augmentation is None else Augmentation.from_dict(augmentation),
+                     ambiguity_weight=float(settings.get("ambiguity_weight", AMBIGUITY_WEIGHT)),
+                     ambiguity_angle=float(settings.get("ambiguity_angle", AMBIGUITY_ANGLE_DEG)))
+        mapper.model_, mapper.crystals_, mapper.history_ = model, list(record.phases), []
+        mapper.training_record_, mapper.weights_sha256_ = record.training, record.sha256
+        return mapper
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> OrientationMapper:
+        """A mapper with the model of a training checkpoint (``checkpoint.pt`` or its folder), e.g. to evaluate a run.
+
+        The checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain values, never code.
+        """
+        from stemkit.orientation.train import CHECKPOINT_FILE
+        from stemkit.orientation.weights import crystal_from_dict
+
+        path = Path(path)
+        path = path / CHECKPOINT_FILE if path.is_dir() else path
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = ModelConfig(**state["model_config"])
+        augmentation = Augmentation.from_dict(state["augmentation"])
+        crystals = [crystal_from_dict(p) for p in state["phases"]]
+        mapper = cls(phases=tuple(crystals), d_model=config.d_model, n_heads=config.n_heads, n_layers=config.n_layers,
+                     feedforward=config.feedforward, n_hypotheses=config.n_hypotheses,
+                     max_tokens=augmentation.max_tokens, augmentation=augmentation)
+        model = OrientationTransformer(config)
+        model.load_state_dict(state["model"])
+        mapper.model_, mapper.crystals_, mapper.history_ = model.eval(), crystals, list(state["history"])
+        mapper.training_record_ = {"steps": int(state["step"]), "training_config": state["training_config"],
+                                   "last_validation": _last_validation(mapper.history_)}
+        return mapper
+
+    @classmethod
+    def pretrained(cls, name: str) -> OrientationMapper:
+        """Weights shipped with stemkit (``stemkit/pretrained/<name>/``)."""
+        folder = PRETRAINED_DIR / name
+        if not folder.is_dir():
+            shipped = sorted(p.name for p in PRETRAINED_DIR.iterdir() if p.is_dir()) if PRETRAINED_DIR.is_dir() else []
+            raise FileNotFoundError(f"no pretrained weights named {name!r} in {PRETRAINED_DIR} (shipped: "
+                                    f"{shipped or 'none yet'}); train your own with OrientationMapper.fit or "
+                                    f"`python -m stemkit.orientation.train`")
+        return cls.load(folder)
+
+    def __repr__(self) -> str:
+        names = [p if isinstance(p, str) else p.name for p in self.phases]
+        state = "fitted" if getattr(self, "model_", None) is not None else "not fitted"
+        return (f"OrientationMapper(phases={tuple(names)}, d_model={self.d_model}, n_layers={self.n_layers}, "
+                f"n_hypotheses={self.n_hypotheses}, {state})")
+
+
+def _last_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for record in reversed(history):
+        if "validation" in record:
+            return {"step": record["step"], **record["validation"]}
+    return None

@@ -1,0 +1,103 @@
+"""OrientationMapper: the estimator shape, numpy and dask inputs, and weights that round-trip and are checked."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from stemkit.orientation import NotFittedError, OrientationMapper, WeightsError
+from stemkit.physics.specimens import polycrystal
+from stemkit.preprocess import find_peaks
+
+TINY = dict(d_model=16, n_heads=2, n_layers=1, feedforward=32, max_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def mapper():
+    return OrientationMapper(("Cu", "Cu2O"), **TINY).fit(steps=2, batch_size=32, progress=False, validation_size=32)
+
+
+@pytest.fixture(scope="module")
+def specimen():
+    return polycrystal(("Cu", "Cu2O"), scan_shape=(6, 5), n_grains=4, pattern_size=64, k_step=0.04, seed=3)
+
+
+def test_predict_gives_maps_on_the_scan(mapper, specimen):
+    result = mapper.predict(specimen.intensity, progress=False)
+    assert result["quaternion"].dims == ("scan_y", "scan_x", "quat")
+    assert result["quaternion"].shape == (6, 5, 4) and list(result["quat"].values) == ["w", "x", "y", "z"]
+    np.testing.assert_array_equal(result["scan_x"].values, specimen["scan_x"].values)
+    q = result["quaternion"].values.reshape(-1, 4)
+    filled = result["n_peaks"].values.reshape(-1) > 0
+    assert filled.any()
+    np.testing.assert_allclose(np.linalg.norm(q[filled], axis=1), 1.0, atol=1e-6)
+    assert set(np.unique(result["phase"].values[result["n_peaks"].values > 0])) <= {"Cu", "Cu2O"}
+    assert result["ambiguous"].dtype == bool and result["alternative"].shape == (6, 5, 4)
+    assert ((result["confidence"] >= 0) & (result["confidence"] <= 1)).all()
+    assert "uncalibrated" in result.attrs["confidence"]
+
+
+def test_numpy_dask_and_peak_inputs_agree(mapper, specimen):
+    lazy = polycrystal(("Cu", "Cu2O"), scan_shape=(6, 5), n_grains=4, pattern_size=64, k_step=0.04, seed=3, lazy=True)
+    assert lazy.intensity.chunks is not None
+    eager = mapper.predict(specimen.intensity, progress=False)
+    from_dask = mapper.predict(lazy.intensity, progress=False)
+    from_peaks = mapper.predict(find_peaks(specimen.intensity), progress=False)
+    from_dataset = mapper.predict(specimen, progress=False)
+    for other in (from_dask, from_peaks, from_dataset):
+        xr.testing.assert_equal(eager, other)
+
+
+def test_save_and_load_give_identical_predictions(mapper, specimen, tmp_path):
+    before = mapper.predict(specimen.intensity, progress=False)
+    mapper.save(tmp_path / "weights")
+    assert {p.name for p in (tmp_path / "weights").iterdir()} == {"model.safetensors", "config.json"}
+    loaded = OrientationMapper.load(tmp_path / "weights")
+    assert loaded.weights_sha256_ == mapper.weights_sha256_ and len(loaded.weights_sha256_) == 64
+    after = loaded.predict(specimen.intensity, progress=False)
+    xr.testing.assert_equal(before.drop_attrs(), after.drop_attrs())
+    assert after.attrs["model_sha256"] == mapper.weights_sha256_
+
+
+def test_a_corrupted_weights_file_is_refused(mapper, tmp_path):
+    folder = mapper.save(tmp_path / "weights")
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="model.safetensors.*SHA-256") as error:
+        OrientationMapper.load(folder)
+    assert "expected" in str(error.value) and "got" in str(error.value)
+
+
+def test_a_pattern_without_disks_gets_no_answer(mapper, specimen):
+    peaks = find_peaks(specimen.intensity)
+    peaks["valid"][0, 0] = False
+    result = mapper.predict(peaks, progress=False)
+    assert result["phase"].values[0, 0] == "" and np.isnan(result["quaternion"].values[0, 0]).all()
+    assert result["confidence"].values[0, 0] == 0 and not result["ambiguous"].values[0, 0]
+
+
+def test_unfitted_and_wrong_inputs_say_what_to_do(mapper):
+    with pytest.raises(NotFittedError, match="fit"):
+        OrientationMapper().predict(xr.Dataset())
+    with pytest.raises(TypeError, match="4D DataArray"):
+        mapper.predict(np.zeros((2, 2, 8, 8)))
+    with pytest.raises(FileNotFoundError, match="no pretrained weights"):
+        OrientationMapper.pretrained("no-such-model")
+
+
+def test_the_training_command_resumes_and_exports_weights_that_load(tmp_path, specimen):
+    from stemkit.orientation.evaluation import load_mapper, on_validation_set
+    from stemkit.orientation.train import main
+
+    options = ["--checkpoint-dir", str(tmp_path / "run"), "--no-progress", "--d-model", "16", "--n-heads", "2",
+               "--n-layers", "1", "--feedforward", "32", "--max-tokens", "24", "--batch-size", "32",
+               "--validation-size", "32", "--checkpoint-every", "1"]
+    assert main(["--steps", "1", *options]) == 0
+    assert main(["--steps", "2", *options]) == 0  # resumes at step 1
+    from_checkpoint = load_mapper(tmp_path / "run")
+    exported = load_mapper(tmp_path / "run" / "final")
+    assert from_checkpoint.training_record_["steps"] == 2 and exported.training_record_["steps"] == 2
+    xr.testing.assert_equal(from_checkpoint.predict(specimen, progress=False).drop_attrs(),
+                            exported.predict(specimen, progress=False).drop_attrs())
+    assert set(on_validation_set(exported, size=32)) >= {"median_deg", "within_5deg", "phase_accuracy"}
