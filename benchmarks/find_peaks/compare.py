@@ -153,6 +153,13 @@ def main() -> None:
     if oracles:
         print("**py4DSTEM poly with each file's own best threshold** (oracle: chosen with the ground truth)\n")
         print(oracle_table(oracles) + "\n")
+    load = args.results / "load.txt"
+    if load.exists():
+        print("Machine load: " + "; ".join(load.read_text().split("\n")).strip("; "))
+    stemkit_file = next(args.results.glob("stemkit_*.npz"), None)
+    if stemkit_file:
+        with np.load(stemkit_file) as f:
+            print("stemkit: " + str(f["params"]))
     params = args.results / "py4dstem_params.json"
     if params.exists():
         print("py4DSTEM parameters: " + json.dumps(json.loads(params.read_text())["families"]))

@@ -2,16 +2,18 @@
 
 Runs in the py4DSTEM venv (``.peers/py4dstem``, made by ``setup_py4dstem.sh``). For each
 ``*.npz`` from ``make_data.py``: the probe kernel comes from the vacuum probe as the
-py4DSTEM tutorials make it (``Probe.get_kernel(mode="sigmoid", radii=(r, k r))`` around the
+py4DSTEM tutorials make it (``Probe.get_kernel(mode="sigmoid", radii=(a r, b r))`` around the
 probe centre from ``get_probe_size``); the patterns become a ``DataCube`` and
-``find_Bragg_disks`` runs on it, timed by the wall clock (best of ``--repeat`` runs after a
-warm-up on two scan rows). With ``--workers 2`` the scan is split in halves run by two
-worker processes (started and warmed up before the clock starts), which is how a
-single-threaded finder uses both cores of the machine.
+``find_Bragg_disks`` runs on it with the family's parameters from ``tune_py4dstem.py``
+(``results/py4dstem_params.json``), timed by the wall clock (best of ``--repeat`` runs
+after a warm-up on 4 patterns). With ``--workers 2`` the scan is split in halves run by
+two worker processes (started and warmed up before the clock starts), which is how a
+single-threaded finder uses both cores of the machine. ``--oracle`` uses each file's own
+best threshold instead of the family's.
 
 py4DSTEM's ``qx`` is the first array axis (detector rows), so ``row = qx``, ``col = qy``.
-Writes ``results/py4dstem-<subpixel>-w<workers>_<name>.npz`` with ``row``, ``col``,
-``intensity`` (NaN-padded), ``seconds`` and the parameters.
+Writes ``results/py4dstem-<subpixel>[-oracle]-w<workers>-blas<OPENBLAS_NUM_THREADS>_<name>.npz``
+with ``row``, ``col``, ``intensity`` (NaN-padded), ``seconds`` and the parameters.
 
 Run: ``OPENBLAS_NUM_THREADS=1 .peers/py4dstem/bin/python benchmarks/find_peaks/run_py4dstem.py --subpixel poly``
 """

@@ -12,7 +12,9 @@ Run: ``.venv/bin/python benchmarks/find_peaks/run_stemkit.py [--data DIR] [--out
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,15 @@ def to_pixels(peaks: xr.Dataset, k_step: float, origin: tuple[float, float]) -> 
     return row, col
 
 
+def code_version() -> str:
+    """The commit, and the hash of peaks.py (edited concurrently), that produced the numbers."""
+    root = Path(__file__).resolve().parents[2]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "stemkit/preprocess"], cwd=root).returncode != 0
+    digest = hashlib.sha256((root / "stemkit/preprocess/peaks.py").read_bytes()).hexdigest()[:12]
+    return f"{commit}{' + uncommitted stemkit/preprocess changes' if dirty else ''}, peaks.py sha256 {digest}"
+
+
 def run_file(path: Path, out: Path, repeat: int) -> None:
     """Warm up, time ``repeat`` runs on the whole stack, save the peaks of the last."""
     with np.load(path) as f:
@@ -66,7 +77,7 @@ def run_file(path: Path, out: Path, repeat: int) -> None:
     n = patterns.shape[0]
     np.savez(out / f"stemkit_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
              significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), n_patterns=n,
-             params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads()}))
+             params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads(), "code": code_version()}))
     print(f"stemkit {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
           f"runs {', '.join(f'{s:.3f}' for s in seconds)} s; {np.isfinite(row).sum() / n:.1f} peaks/pattern")
 
@@ -80,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"stemkit {stemkit.__version__ if hasattr(stemkit, '__version__') else ''}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; code {code_version()}")
     for path in sorted(args.data.glob("*.npz")):
         if args.only in path.name:
             run_file(path, args.out, args.repeat)
