@@ -18,7 +18,9 @@ if [ "${RETUNE:-0}" = 1 ] || [ ! -f "$HERE/results/py4dstem_params.json" ]; then
 fi
 
 echo "before timing: $(uptime)" | tee "$HERE/results/load.txt"
-.venv/bin/python "$HERE/run_stemkit.py" --repeat "$REPEAT"
+for threads in 2 1; do
+    .venv/bin/python "$HERE/run_stemkit.py" --threads "$threads" --repeat "$REPEAT"
+done
 for subpixel in poly multicorr; do
     for workers in 1 2; do
         OPENBLAS_NUM_THREADS=1 "$PY4D" "$HERE/run_py4dstem.py" --subpixel "$subpixel" --workers "$workers" --repeat "$REPEAT"

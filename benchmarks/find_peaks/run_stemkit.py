@@ -2,7 +2,7 @@
 
 Runs ``stemkit.preprocess.find_peaks`` with the vacuum probe on every ``*.npz`` written by
 ``make_data.py``, timed (wall clock, best of ``--repeat`` runs after a warm-up), and
-writes ``results/stemkit_<name>.npz``: ``row``, ``col`` (absolute detector pixels,
+writes ``results/stemkit-t<threads>_<name>.npz``: ``row``, ``col`` (absolute detector pixels,
 NaN-padded), ``intensity``, ``significance``, ``seconds`` (every timed run),
 ``n_patterns`` and the parameters.
 
@@ -75,10 +75,11 @@ def run_file(path: Path, out: Path, repeat: int) -> None:
         seconds.append(time.perf_counter() - start)
     row, col = to_pixels(peaks, k_step, origin)
     n = patterns.shape[0]
-    np.savez(out / f"stemkit_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
+    label = f"stemkit-t{torch.get_num_threads()}"
+    np.savez(out / f"{label}_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
              significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), n_patterns=n,
              params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads(), "code": code_version()}))
-    print(f"stemkit {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
+    print(f"{label} {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
           f"runs {', '.join(f'{s:.3f}' for s in seconds)} s; {np.isfinite(row).sum() / n:.1f} peaks/pattern")
 
 
@@ -88,7 +89,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="", help="substring of the file names to run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"stemkit {stemkit.__version__ if hasattr(stemkit, '__version__') else ''}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; code {code_version()}")

@@ -15,6 +15,7 @@ and orix/.ang export on the result, and shipped weights under ``stemkit/pretrain
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ class OrientationMapper:
                           checkpoint_dir=checkpoint_dir, progress=progress, verbose=verbose)
         trainer.run()
         self.model_, self.crystals_, self.history_ = trainer.model.cpu().eval(), crystals, trainer.history
-        self.training_record_ = {"steps": trainer.step, "training_config": trainer.state()["training_config"],
+        self.training_record_ = {"steps": trainer.step, "training_config": asdict(trainer.config),
                                  "last_validation": _last_validation(trainer.history)}
         self.weights_sha256_ = None
         return self

@@ -331,9 +331,24 @@ def run_from_args(args: argparse.Namespace) -> int:
     mapper.fit(steps=args.steps, batch_size=args.batch_size, device=args.device, checkpoint_dir=args.checkpoint_dir,
                progress=not args.no_progress, verbose=True, **training)
     export = args.export if args.export is not None else args.checkpoint_dir / "final"
+    mapper.training_record_["command"] = " ".join(["python -m stemkit.orientation.train", *map(str, argv_of(args))])
     mapper.save(export)
     print(f"weights written to {export} (sha256 {mapper.weights_sha256_})", flush=True)
     return 0
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    """The options of a parsed command line, spelled out again (for the weights' record)."""
+    words = []
+    for name, value in sorted(vars(args).items()):
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            words += [flag] if value else []
+        elif isinstance(value, list):
+            words += [flag, *map(str, value)]
+        elif value is not None and not callable(value):
+            words += [flag, str(value)]
+    return words
 
 
 def main(argv: Sequence[str] | None = None) -> int:
