@@ -12,11 +12,15 @@ Modules, one concept each:
 - :mod:`metrics`: accuracy as the issue scores it;
 - :mod:`train`: the training loop with exact checkpoint/resume, and its command line;
 - :mod:`weights`: safetensors + JSON, checked by SHA-256;
-- :mod:`mapper`: :class:`OrientationMapper`, the estimator.
+- :mod:`mapper`: :class:`OrientationMapper`, the estimator;
+- :mod:`ipf`: inverse-pole-figure colours (TSL key) and the key as an image;
+- :mod:`export`: disorientations, orix crystal maps and EDAX/TSL .ang files.
 """
 
 from stemkit.orientation.decode import Decoded, decode
+from stemkit.orientation.export import disorientation, from_crystal_map, to_crystal_map, write_ang
 from stemkit.orientation.inference import run_model
+from stemkit.orientation.ipf import ipf_colors, ipf_key_image
 from stemkit.orientation.loss import SymmetryTable, multiple_choice_loss, symmetric_geodesic
 from stemkit.orientation.mapper import NotFittedError, OrientationMapper
 from stemkit.orientation.metrics import orientation_metrics
@@ -40,6 +44,10 @@ __all__ = [
     "TrainingConfig",
     "WeightsError",
     "decode",
+    "disorientation",
+    "from_crystal_map",
+    "ipf_colors",
+    "ipf_key_image",
     "multiple_choice_loss",
     "orientation_metrics",
     "read_weights",
@@ -47,8 +55,10 @@ __all__ = [
     "run_model",
     "simulate_batch",
     "symmetric_geodesic",
+    "to_crystal_map",
     "tokens_from_arrays",
     "tokens_from_peaks",
+    "write_ang",
     "write_weights",
 ]
 
