@@ -1,6 +1,7 @@
-"""Views of stemkit data: static self-contained HTML now, linked dashboards as they land."""
+"""Views of stemkit data: linked dashboards for Jupyter and ``panel serve``, and self-contained HTML."""
 
+from stemkit.viz.explore import Explorer, explore
 from stemkit.viz.html import ExternalResourceError, save_html
 from stemkit.viz.images import image_figure
 
-__all__ = ["ExternalResourceError", "image_figure", "save_html"]
+__all__ = ["ExternalResourceError", "Explorer", "explore", "image_figure", "save_html"]
