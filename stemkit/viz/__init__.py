@@ -3,5 +3,6 @@
 from stemkit.viz.explore import Explorer, explore
 from stemkit.viz.html import ExternalResourceError, save_html
 from stemkit.viz.images import image_figure
+from stemkit.viz.report import report
 
-__all__ = ["ExternalResourceError", "Explorer", "explore", "image_figure", "save_html"]
+__all__ = ["ExternalResourceError", "Explorer", "explore", "image_figure", "report", "save_html"]
