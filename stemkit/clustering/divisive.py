@@ -175,8 +175,8 @@ class DivisiveClustering:
         nodes = [Node(id=0, path=(), parent=None, depth=0, members=np.arange(n))]
         queue = deque(nodes)
         rank_in_level: dict[int, int] = defaultdict(int)
-        # many small dense problems: threaded BLAS only adds contention (10x slower on 2 busy cores)
-        with threadpool_limits(limits=1, user_api="blas"), \
+        # many small dense problems: threaded BLAS and OpenMP only add contention (10x slower on 2 busy cores)
+        with threadpool_limits(limits=1), \
                 tqdm(desc="splitting", unit="node", disable=not self.progress, leave=False) as bar:
             while queue:
                 node = queue.popleft()

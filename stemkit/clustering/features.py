@@ -10,8 +10,9 @@
    scaled and reduced by PCA (randomised, or incremental in batches).
 
 The data are read chunk by chunk (numpy input is wrapped in dask chunks of whole scan rows,
-so both run the same code): one pass to find the beam, one for the per-pixel standard
-deviation, one to extract the selected pixels. Only the features (``n_patterns × n_pixels``
+so both run the same code): one pass finds the beam and sums every pixel and its square
+(a second is needed only when the patterns must be resampled to centre them), one extracts
+the selected pixels. Only the features (``n_patterns × n_pixels``
 float32, ``n_pixels <= max_pixels``) are ever held in memory.
 """
 
@@ -155,10 +156,12 @@ class ClusteringFeatures:
         check_data(data)
         lazy = as_lazy(data)
         self.beam_radius_ = radius_px_of(reference_image(lazy, None)) * float(lazy.stem.k_step[1])
-        self.positions_ = self._beam_positions(lazy)
+        sums = self._first_pass(lazy)
         centred = self.centred(lazy)
         self.annulus_ = self._annulus(centred)
-        self.log_std_ = self._log_std(centred)
+        if self.positions_ is not None and not self.positions_.attrs["uniform"]:
+            sums = self._pixel_sums(centred)  # the patterns were resampled: their statistics change
+        self.log_std_ = self._log_std(centred, *sums)
         self.pixels_ = self._select_pixels()
         features = self._extract(centred)
         self.pca_ = None
@@ -188,23 +191,36 @@ class ClusteringFeatures:
         if self.n_components is not None and not (isinstance(self.n_components, int) and self.n_components > 0):
             raise ValueError(f"n_components must be a positive integer or None; got {self.n_components!r}")
 
-    def _beam_positions(self, data: xr.DataArray) -> xr.Dataset | None:
+    def _first_pass(self, data: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+        """Measure the beam (unless ``centering="none"``) and sum every pixel and its square, in one read."""
+        array = data.data.astype(np.float64)
+        sums = (array.sum(axis=(0, 1)), (array**2).sum(axis=(0, 1)))
         if self.centering == "none":
-            return None
-        measured = beam_position(data, radius=self.beam_radius_)
-        (measured,) = compute(measured, description="beam positions", progress=self.progress)
+            self.positions_ = None
+            return compute(*sums, description="pixel statistics", progress=self.progress)
+        measured, *sums = compute(beam_position(data, radius=self.beam_radius_), *sums,
+                                  description="beam and pixel statistics", progress=self.progress)
+        self.positions_ = self._fitted_positions(measured, float(data.stem.k_step[1]))
+        return tuple(sums)
+
+    def _fitted_positions(self, measured: xr.Dataset, step: float) -> xr.Dataset:
         if self.centering == "descan":
             positions = fit_descan(measured, order=1)
         else:
             positions = measured.fillna(measured.median())
-        step = float(data.stem.k_step[1])
         spread = max(float(np.ptp(positions[name].values)) for name in ("beam_ky", "beam_kx")) / step
-        if spread < self.shift_tolerance:
-            positions = positions.copy()
+        uniform = spread < self.shift_tolerance
+        if uniform:
+            positions = positions.copy(deep=True)
             for name in ("beam_ky", "beam_kx"):
                 positions[name][:] = float(positions[name].mean())
-        positions.attrs["spread_px"] = spread
+        positions.attrs |= {"spread_px": spread, "uniform": bool(uniform)}
         return positions
+
+    def _pixel_sums(self, centred: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+        array = centred.data.astype(np.float64)
+        return compute(array.sum(axis=(0, 1)), (array**2).sum(axis=(0, 1)), description="pixel statistics",
+                       progress=self.progress)
 
     def _annulus(self, centred: xr.DataArray) -> xr.DataArray:
         step = float(centred.stem.k_step[1])
@@ -221,11 +237,7 @@ class ClusteringFeatures:
         annulus.attrs = {"inner": inner, "outer": outer, "units": "1/Å"}
         return annulus.rename("annulus")
 
-    def _log_std(self, centred: xr.DataArray) -> xr.DataArray:
-        array = centred.data.astype(np.float64)
-        total, squares = compute(
-            array.sum(axis=(0, 1)), (array**2).sum(axis=(0, 1)), description="pixel statistics", progress=self.progress
-        )
+    def _log_std(self, centred: xr.DataArray, total: np.ndarray, squares: np.ndarray) -> xr.DataArray:
         n = centred.sizes["scan_y"] * centred.sizes["scan_x"]
         mean = total / n
         std = np.sqrt(np.clip(squares / n - mean**2, 0, None))
@@ -261,7 +273,8 @@ class ClusteringFeatures:
 
         lazy = map_patterns(centred, kernel, out_shape=(len(rows),), dtype=np.float32)
         (features,) = compute(lazy, description="features", progress=self.progress)
-        return np.ascontiguousarray(features.reshape(-1, len(rows)))
+        n_patterns = centred.sizes["scan_y"] * centred.sizes["scan_x"]
+        return np.ascontiguousarray(features.reshape(n_patterns, len(rows)))
 
     def _reduce(self, features: np.ndarray) -> np.ndarray:
         n = features.shape[0]

@@ -161,7 +161,9 @@ def split_readings(tree, means: xr.DataArray, *, threshold: float = 5.0, noise: 
                    min_peaks: int = 6) -> xr.Dataset:
     """The reading of every non-root node against the reference child of its parent.
 
-    The reference child of a split is its largest child with a lattice. Readings are
+    The reference child of a split is its largest leaf child with a lattice (a child that
+    was split further mixes several kinds of pattern), else its largest child with a
+    lattice. Readings are
     found from the summed patterns (``means × size``, counts for counted data).
 
     Returns
@@ -189,7 +191,8 @@ def split_readings(tree, means: xr.DataArray, *, threshold: float = 5.0, noise: 
             for c in parent.children:
                 status[c] = f"no lattice in any child of node {parent.id} ({len(peaks[c].k)} Bragg disks here)"
             continue
-        ref = max(with_lattice, key=lambda c: (tree.nodes[c].size, -c))
+        # a child that was split further holds several kinds of pattern: prefer a leaf
+        ref = max(with_lattice, key=lambda c: (tree.nodes[c].is_leaf, tree.nodes[c].size, -c))
         for c in parent.children:
             reference[c] = ref
             if c == ref:
