@@ -8,9 +8,11 @@ simulated for the mapper's phases, ``predict`` maps a dataset, learned state end
     mapper.save("my-weights")              # safetensors + JSON, hash-checked on load
     mapper = OrientationMapper.load("my-weights")
 
-Structured for what comes next (issue 5, part 2): a refinement stage between the model
-and the result (:meth:`OrientationMapper._answers`), a calibrated confidence, IPF colours
-and orix/.ang export on the result, and shipped weights under ``stemkit/pretrained/``.
+Between the model and the result, every hypothesis and its 180°-about-the-beam twin is
+refined against the pattern's own peaks and scored (:mod:`stemkit.orientation.selection`);
+the score decides the answer, the alternative and the ``ambiguous`` flag, and a logistic
+model fitted on simulated patterns (:mod:`stemkit.orientation.confidence`) turns the
+evidence into ``confidence``, the probability that the answer is within 5° of the truth.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ from stemkit.physics.rotations import matrix_to_quaternion, reduce_to_fundamenta
 from stemkit.orientation.decode import AMBIGUITY_ANGLE_DEG, AMBIGUITY_WEIGHT, Decoded
 from stemkit.orientation.inference import run_model
 from stemkit.orientation.loss import SymmetryTable
+from stemkit.orientation.confidence import ConfidenceModel
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
+from stemkit.orientation.refine import ReflectionTable
+from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.orientation.simulate import Augmentation, as_crystals
 from stemkit.orientation.tokens import FEATURES, tokens_from_arrays
 from stemkit.orientation.weights import WeightsRecord, read_weights, write_weights
 
 PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
 BLOCK_PATTERNS = 65_536  # patterns tokenised and run at a time (bounded memory)
+REFINE_BATCH = 1024  # patterns refined at a time
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
@@ -171,6 +177,8 @@ class OrientationMapper:
         device: str | torch.device = "cpu",
         progress: bool = True,
         peak_options: dict[str, Any] | None = None,
+        refine: bool = True,
+        all_phases: bool = False,
     ) -> xr.Dataset:
         """Orientation and phase of every pattern.
 
@@ -188,20 +196,30 @@ class OrientationMapper:
             Show a progress bar over blocks of patterns.
         peak_options
             Keyword arguments for :func:`stemkit.find_peaks` (``threshold``, ``probe``, ...).
+        refine
+            Refine every hypothesis and its twin against the pattern's peaks and choose by
+            score (:mod:`stemkit.orientation.selection`); ``False`` returns the model's raw answer.
+        all_phases
+            With ``refine``, also try every hypothesis in every phase and let the score
+            choose the phase (slower by the number of phases).
 
         Returns
         -------
         xarray.Dataset
             On ``(scan_y, scan_x)``: ``quaternion`` (dim ``quat``, (w, x, y, z), crystal → lab,
             in the fundamental zone of the phase), ``phase`` (names; ``""`` where a pattern has
-            no diffracted disk), ``confidence`` (weight of the answer; **not calibrated**),
-            ``ambiguous`` (the alternative is as plausible and differs by more than
-            ``ambiguity_angle``), ``alternative`` (quaternion of the other hypothesis),
+            no diffracted disk), ``confidence`` (probability that the answer is within 5°,
+            calibrated on simulated patterns when the weights carry a confidence model,
+            otherwise the model's hypothesis weight, as ``attrs["confidence"]`` says),
+            ``ambiguous`` (the alternative explains the pattern as well and differs by more
+            than ``ambiguity_angle``), ``alternative`` (quaternion of the best other
+            orientation), ``score`` (share of the pattern the answer explains, 0-1),
             ``phase_probability`` and ``n_peaks`` (diffracted disks read, the direct beam excluded).
         """
         self._check_fitted()
         peaks = self._peaks_of(data, device, peak_options or {})
-        answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress)
+        answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress, refine=refine,
+                                all_phases=all_phases)
         return self._result(peaks, answers)
 
     def _check_fitted(self) -> None:
@@ -223,30 +241,67 @@ class OrientationMapper:
 
         return find_peaks(data, device=device, **options)
 
-    def _answers(self, peaks: xr.Dataset, *, batch_size: int, device, progress: bool) -> dict[str, np.ndarray]:
-        """Model answers for every pattern, flat over the scan, in blocks of bounded memory.
-
-        (Part 2 puts the refinement against each pattern's own peaks here.)
-        """
+    def _answers(self, peaks: xr.Dataset, *, batch_size: int, device, progress: bool, refine: bool = True,
+                 all_phases: bool = False) -> dict[str, np.ndarray]:
+        """Answers for every pattern, flat over the scan, in blocks of bounded memory."""
         if "beam_energy_kev" not in peaks.attrs or "probe_radius" not in peaks.attrs:
             raise ValueError("the peak Dataset lacks attrs beam_energy_kev and probe_radius: use the output of "
                              "stemkit.find_peaks")
         flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"]) for v in PEAK_VARIABLES}
         n = flat["kx"].shape[0]
-        table = SymmetryTable([c.point_group for c in self.crystals_])
-        parts, counts = [], []
+        energy, radius = float(peaks.attrs["beam_energy_kev"]), float(peaks.attrs["probe_radius"])
+        parts = []
         for start in tqdm(range(0, n, BLOCK_PATTERNS), disable=not progress, desc="orientation", unit="block"):
             block = {v: a[start:start + BLOCK_PATTERNS] for v, a in flat.items()}
-            features, mask = tokens_from_arrays(block["kx"], block["ky"], block["intensity"], block["valid"],
-                                                beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
-                                                beam_radius=float(peaks.attrs["probe_radius"]),
-                                                max_tokens=self.max_tokens)
-            parts.append(run_model(self.model_, features, mask, table, batch_size=batch_size, device=device,
-                                   ambiguity_weight=self.ambiguity_weight, ambiguity_angle=self.ambiguity_angle))
-            counts.append(mask.sum(axis=1))
+            parts.append(self.answer_arrays(block["kx"], block["ky"], block["intensity"], block["valid"],
+                                            beam_energy_kev=energy, beam_radius=radius, batch_size=batch_size,
+                                            device=device, refine=refine, all_phases=all_phases))
         self.model_.cpu()
-        joined = {name: np.concatenate([getattr(p, name) for p in parts]) for name in Decoded.__dataclass_fields__}
-        return joined | {"n_peaks": np.concatenate(counts)}
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def answer_arrays(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray, *,
+                      beam_energy_kev: float, beam_radius: float | np.ndarray, batch_size: int = 4096,
+                      device: str | torch.device = "cpu", refine: bool = True,
+                      all_phases: bool = False) -> dict[str, np.ndarray]:
+        """Answers for padded peak arrays ``(n, P)`` (1/Å from the direct beam), as flat arrays.
+
+        The engine of :meth:`predict`, also used to calibrate the confidence on simulated peaks.
+        """
+        self._check_fitted()
+        table = SymmetryTable([c.point_group for c in self.crystals_])
+        features, mask = tokens_from_arrays(kx, ky, intensity, valid, beam_energy_kev=beam_energy_kev,
+                                            beam_radius=beam_radius, max_tokens=self.max_tokens)
+        decoded = run_model(self.model_, features, mask, table, batch_size=batch_size, device=device,
+                            ambiguity_weight=self.ambiguity_weight, ambiguity_angle=self.ambiguity_angle)
+        evidence = None
+        if refine:
+            chosen = []
+            for start in range(0, len(mask), REFINE_BATCH):
+                part = slice(start, start + REFINE_BATCH)
+                sub = Decoded(**{name: getattr(decoded, name)[part] for name in Decoded.__dataclass_fields__})
+                radius = beam_radius[part] if np.ndim(beam_radius) else beam_radius
+                peaks = strongest_peaks(kx[part], ky[part], intensity[part], valid[part], radius)
+                chosen.append(select(sub, peaks, self._reflection_tables(), table, beam_energy_kev=beam_energy_kev,
+                                     all_phases=all_phases, ambiguity_angle=self.ambiguity_angle))
+            decoded = Decoded(**{name: np.concatenate([getattr(d, name) for d, _ in chosen])
+                                 for name in Decoded.__dataclass_fields__})
+            evidence = Evidence(**{name: np.concatenate([getattr(e, name) for _, e in chosen])
+                                   for name in Evidence.__dataclass_fields__})
+        n_peaks = mask.sum(axis=1)
+        answers = {name: getattr(decoded, name) for name in Decoded.__dataclass_fields__} | {"n_peaks": n_peaks}
+        answers["score"] = evidence.score if evidence is not None else np.full(len(mask), np.nan)
+        if evidence is not None:
+            answers |= {"evidence_" + name: value for name, value in vars(evidence).items()}
+        model = getattr(self, "confidence_model_", None)
+        if evidence is not None and model is not None:
+            answers["confidence"] = model.probability(evidence, decoded, n_peaks)
+        return answers
+
+    def _reflection_tables(self) -> list[ReflectionTable]:
+        """The phases' reflection tables (built once)."""
+        if getattr(self, "_tables", None) is None:
+            self._tables = [ReflectionTable.of(c) for c in self.crystals_]
+        return self._tables
 
     def _result(self, peaks: xr.Dataset, answers: dict[str, np.ndarray]) -> xr.Dataset:
         shape = tuple(peaks.sizes[d] for d in SCAN_DIMS)
@@ -264,19 +319,27 @@ class OrientationMapper:
                 "quaternion": (quat_dims, grid(quaternion), {"convention": "(w, x, y, z), crystal → lab"}),
                 "phase": (SCAN_DIMS, grid(names)),
                 "confidence": (SCAN_DIMS, grid(confidence),
-                               {"long_name": "weight of the answer's hypothesis (not calibrated)"}),
+                               {"long_name": self._confidence_meaning(answers)}),
                 "ambiguous": (SCAN_DIMS, grid(answers["ambiguous"] & ~empty)),
                 "alternative": (quat_dims, grid(alternative), {"long_name": "the other rotation hypothesis"}),
                 "phase_probability": (SCAN_DIMS, grid(np.where(empty, 0.0, answers["phase_probability"]))),
+                "score": (SCAN_DIMS, grid(np.where(empty, 0.0, answers["score"]).astype(np.float32)),
+                          {"long_name": "share of the pattern the refined answer explains (NaN: not refined)"}),
                 "n_peaks": (SCAN_DIMS, grid(answers["n_peaks"].astype(np.int32)),
                             {"long_name": "diffracted disks read (direct beam excluded)"}),
             },
             coords={**{d: peaks[d] for d in SCAN_DIMS if d in peaks.coords}, "quat": ["w", "x", "y", "z"]},
             attrs={"method": "stemkit.OrientationMapper", "model_sha256": self.weights_sha256_ or "unsaved",
                    "phases": [c.name for c in self.crystals_], "ambiguity_weight": self.ambiguity_weight,
-                   "ambiguity_angle_deg": self.ambiguity_angle, "confidence": "uncalibrated hypothesis weight",
+                   "ambiguity_angle_deg": self.ambiguity_angle, "confidence": self._confidence_meaning(answers),
+                   "refined": bool(np.isfinite(answers["score"]).any()),
                    "peaks": str(peaks.attrs.get("method", "given"))},
         )
+
+    def _confidence_meaning(self, answers: dict[str, np.ndarray]) -> str:
+        if getattr(self, "confidence_model_", None) is not None and np.isfinite(answers["score"]).any():
+            return "probability that the answer is within 5° (calibrated on simulated patterns)"
+        return "weight of the model's hypothesis (not calibrated)"
 
     def _in_fundamental_zone(self, rotations: np.ndarray, phase: np.ndarray) -> np.ndarray:
         """Quaternions of rotations, each reduced to its phase's fundamental zone."""
@@ -297,8 +360,11 @@ class OrientationMapper:
         return Path(path)
 
     def _settings(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "ambiguity_weight": self.ambiguity_weight,
-                "ambiguity_angle": self.ambiguity_angle, "augmentation": self.training_augmentation().to_dict()}
+        settings = {"max_tokens": self.max_tokens, "ambiguity_weight": self.ambiguity_weight,
+                    "ambiguity_angle": self.ambiguity_angle, "augmentation": self.training_augmentation().to_dict()}
+        if getattr(self, "confidence_model_", None) is not None:
+            settings["confidence"] = self.confidence_model_.to_dict()
+        return settings
 
     @classmethod
     def load(cls, path: str | Path) -> OrientationMapper:
@@ -314,6 +380,8 @@ class OrientationMapper:
                      ambiguity_angle=float(settings.get("ambiguity_angle", AMBIGUITY_ANGLE_DEG)))
         mapper.model_, mapper.crystals_, mapper.history_ = model, list(record.phases), []
         mapper.training_record_, mapper.weights_sha256_ = record.training, record.sha256
+        if "confidence" in settings:
+            mapper.confidence_model_ = ConfidenceModel.from_dict(settings["confidence"])
         return mapper
 
     @classmethod

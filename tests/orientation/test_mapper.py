@@ -33,7 +33,9 @@ def test_predict_gives_maps_on_the_scan(mapper, specimen):
     assert set(np.unique(result["phase"].values[result["n_peaks"].values > 0])) <= {"Cu", "Cu2O"}
     assert result["ambiguous"].dtype == bool and result["alternative"].shape == (6, 5, 4)
     assert ((result["confidence"] >= 0) & (result["confidence"] <= 1)).all()
-    assert "uncalibrated" in result.attrs["confidence"]
+    assert "not calibrated" in result.attrs["confidence"]  # no confidence model fitted
+    assert result.attrs["refined"]
+    assert ((result["score"] >= 0) & (result["score"] <= 1)).all()
 
 
 def test_numpy_dask_and_peak_inputs_agree(mapper, specimen):

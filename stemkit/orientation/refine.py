@@ -1,0 +1,317 @@
+"""Batched refinement of orientation candidates against each pattern's own Bragg peaks.
+
+The transformer proposes a few rotations per pattern; this module polishes every one of
+them with the kinematic geometry and scores how well it explains the pattern, so that
+the final answer is as precise as the peak positions allow and the choice between
+candidates (and between phases) rests on evidence, not on the network's guess.
+
+Model (lab frame of DESIGN.md, lengths in 1/Å without 2π)
+----------------------------------------------------------
+A reflection ``g`` of a crystal in orientation ``R`` sits at ``g_lab = R g``; it appears at
+``(g_lab[0], g_lab[1])`` and is excited according to its excitation error
+``s = -(gx² + gy²) / (K + sqrt(K² - gx² - gy²)) - gz`` (``K = 1/λ``,
+:mod:`stemkit.physics.kinematic`). A measured peak at ``p`` with weight ``w`` is explained
+by the reflection that minimises ``|p - g_xy|² / r² + s² / (0.1 Å⁻¹)²`` (position first; the
+excitation error only parts reflections stacked along the beam, which project onto one spot).
+
+Each iteration is one Gauss-Newton step on the small rotation ``ω`` (``R ← exp([ω]×) R``)
+that minimises, over the matched peaks inside a gate of radius ``r``,
+
+.. math:: \\sum_i w_i \\left(\\frac{|p_i - g_{xy}(ω)|^2}{σ_{xy}^2} + \\frac{s_i(ω)^2}{σ_s^2}\\right)
+
+The position term fixes the in-plane rotation and the tilt to first order; the
+excitation term (a visible reflection lies near the Ewald sphere) fixes the tilt where
+positions alone barely move. The gate shrinks from ``start_radius`` to a few ``σ_xy``
+over the iterations (coarse to fine, like an iterative closest point fit), and the
+candidate reflections are re-chosen (those closest in angle to the Ewald sphere) as the
+rotation moves.
+
+Score
+-----
+``explained`` is the share of the measured weight within ``3 σ_xy`` of a reflection after
+refinement; ``complete`` is the share of the predicted weight ``|F|·exp(-s²/2σ_s²)`` of
+reflections inside the detector that were found. ``score = explained · complete^½``: a
+rotation must explain what was seen and not predict strong spots that are absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stemkit.data.units import wavelength_angstrom
+from stemkit.physics.crystal import Crystal
+from stemkit.physics.reflections import reflections
+
+K_MAX = 2.2  # 1/Å: reflections further out are beyond any 4D-STEM detector
+VISIBLE_S = 0.05  # 1/Å: excitation errors of reflections a thin crystal still shows
+STACK_SCALE = 0.1  # 1/Å: excitation error that costs as much as the gate radius when matching
+
+
+@dataclass(frozen=True)
+class ReflectionTable:
+    """The reflections one phase can show: crystal-frame vectors and relative amplitudes.
+
+    Attributes
+    ----------
+    g
+        ``(N, 3)`` reciprocal vectors in the crystal frame, 1/Å.
+    amplitude
+        ``(N,)`` ``|F| / max |F|`` (amplitudes, not intensities: kinematic intensities
+        overstate the contrast between strong and weak reflections of real, dynamical data).
+    name
+        The phase's name.
+    """
+
+    g: torch.Tensor
+    amplitude: torch.Tensor
+    name: str
+
+    @classmethod
+    def of(cls, crystal: Crystal, k_max: float = K_MAX, device: str | torch.device = "cpu") -> ReflectionTable:
+        """The table of ``crystal`` up to ``k_max`` (1/Å)."""
+        found = reflections(crystal, k_max)
+        amplitude = np.abs(found.structure_factor)
+        keep = amplitude >= 1e-3 * amplitude.max()
+        return cls(g=torch.as_tensor(found.g[keep], dtype=torch.float32, device=device),
+                   amplitude=torch.as_tensor(amplitude[keep] / amplitude.max(), dtype=torch.float32, device=device),
+                   name=crystal.name)
+
+
+@dataclass(frozen=True)
+class RefinementSettings:
+    """Tolerances of :func:`refine_candidates` (lengths in 1/Å).
+
+    ``sigma_xy`` is the position precision of a peak, ``sigma_s`` the spread of excitation
+    errors of visible reflections (about 1/thickness), ``start_radius`` the first matching
+    gate, ``candidates`` the reflections considered per rotation (closest to the Ewald
+    sphere in angle), ``iterations`` the Gauss-Newton steps.
+    """
+
+    sigma_xy: float = 0.004
+    sigma_s: float = 0.015
+    start_radius: float = 0.12
+    candidates: int = 96
+    iterations: int = 8
+    damping: float = 1e-3
+
+    def radius(self, iteration: int) -> float:
+        """The matching gate of ``iteration``: geometric from ``start_radius`` down to ``3 sigma_xy``."""
+        end = 3.0 * self.sigma_xy
+        if self.iterations <= 1:
+            return end
+        fraction = min(1.0, iteration / (self.iterations - 2)) if self.iterations > 2 else 1.0
+        return float(self.start_radius * (end / self.start_radius) ** fraction)
+
+
+@dataclass
+class Refined:
+    """Refined candidates and their scores, ``(B, C, ...)``."""
+
+    rotations: torch.Tensor  # (B, C, 3, 3)
+    score: torch.Tensor  # (B, C)
+    explained: torch.Tensor  # (B, C)
+    complete: torch.Tensor  # (B, C)
+    rms: torch.Tensor  # (B, C) RMS position residual of matched peaks, 1/Å
+    matched: torch.Tensor  # (B, C) number of matched peaks
+
+
+def skew_exp(omega: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``exp([ω]×)`` of rotation vectors ``(..., 3)`` (Rodrigues)."""
+    angle = omega.norm(dim=-1, keepdim=True).unsqueeze(-1)
+    x, y, z = omega.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*omega.shape[:-1], 3, 3)
+    small = angle < 1e-8
+    a = torch.where(small, torch.ones_like(angle), torch.sin(angle) / angle.clamp_min(1e-12))
+    b = torch.where(small, 0.5 * torch.ones_like(angle), (1 - torch.cos(angle)) / angle.clamp_min(1e-12) ** 2)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+def excitation_error(g_lab: torch.Tensor, k0: float) -> torch.Tensor:
+    """``s`` of lab-frame reciprocal vectors ``(..., 3)`` (positive inside the Ewald sphere)."""
+    lateral = g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2
+    return -lateral / (k0 + torch.sqrt((k0 * k0 - lateral).clamp_min(0.0))) - g_lab[..., 2]
+
+
+def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, k0: float,
+                        count: int, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices and crystal vectors of the ``count`` reflections of each rotation most likely to be visible.
+
+    A reflection is ranked by ``|s| / (VISIBLE_S + angle · |g|)``: its excitation error
+    against what a thin crystal shows, widened by how far a rotation error of ``angle``
+    (radians) could move it. Reflections beyond ``reach`` (B,) from the beam are left out
+    (none was seen there).
+    """
+    g_lab = torch.einsum("bcij,nj->bcni", rotations, table.g)
+    s = excitation_error(g_lab, k0)
+    lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)
+    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * table.amplitude
+    closeness = torch.where(lateral <= reach[:, None, None], closeness, torch.full_like(closeness, torch.inf))
+    count = min(count, table.g.shape[0])
+    index = closeness.topk(count, dim=-1, largest=False).indices
+    return index, table.g[index]
+
+
+def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float, sigma_s: float):
+    """For each peak, the reflection explaining it: index, squared distance, excitation error."""
+    s = excitation_error(g_lab, k0)  # (B, C, M)
+    delta = points[:, None, :, None, :] - g_lab[:, :, None, :, :2]  # (B, C, P, M, 2)
+    distance2 = (delta ** 2).sum(-1)
+    cost = distance2 / radius ** 2 + (s ** 2 / STACK_SCALE ** 2)[:, :, None, :]
+    best = cost.argmin(dim=-1)  # (B, C, P)
+    take = lambda a: torch.gather(a, -1, best.unsqueeze(-1)).squeeze(-1)  # noqa: E731
+    return best, take(distance2), torch.gather(s[:, :, None, :].expand_as(distance2), -1, best.unsqueeze(-1)).squeeze(-1)
+
+
+def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
+                       best: torch.Tensor, inside: torch.Tensor, k0: float, settings: RefinementSettings) -> torch.Tensor:
+    """The rotation vector ``ω`` (B, C, 3) of one damped Gauss-Newton step."""
+    index = best.unsqueeze(-1).expand(*best.shape, 3)
+    g = torch.gather(g_lab, 2, index)  # (B, C, P, 3) matched reflections
+    gx, gy, gz = g.unbind(-1)
+    zero = torch.zeros_like(gx)
+    # d g_lab / d ω = -[g]×: rows for x, y, z.
+    jx = torch.stack([zero, gz, -gy], -1)
+    jy = torch.stack([-gz, zero, gx], -1)
+    jz = torch.stack([gy, -gx, zero], -1)
+    js = -(gx / k0).unsqueeze(-1) * jx - (gy / k0).unsqueeze(-1) * jy - jz  # d s / d ω
+    ex = points[:, None, :, 0] - gx
+    ey = points[:, None, :, 1] - gy
+    s = excitation_error(g, k0)
+    w = (weights[:, None, :] * inside).unsqueeze(-1)
+    a, b = 1.0 / settings.sigma_xy ** 2, 1.0 / settings.sigma_s ** 2
+    # Cauchy (IRLS) weights on the excitation term: strong low-order reflections stay visible far from
+    # the Bragg condition (the sinc² tails), so a large |s| must not drag the tilt.
+    robust = (1.0 / (1.0 + (s / settings.sigma_s) ** 2)).unsqueeze(-1)
+    # A reflection bright for its structure factor is near the Bragg condition: its s counts fully;
+    # one faint for its structure factor may sit far out on the shape factor's tail.
+    ratio = weights[:, None, :] / torch.gather(amplitude, -1, best).clamp_min(1e-3)
+    ratio = (ratio / (ratio * inside).amax(-1, keepdim=True).clamp_min(1e-12)) ** 2
+    robust = robust * ratio.unsqueeze(-1)
+    outer = lambda u, v: u.unsqueeze(-1) * v.unsqueeze(-2)  # noqa: E731
+    hessian = (w.unsqueeze(-1) * (a * outer(jx, jx) + a * outer(jy, jy)
+                                  + b * robust.unsqueeze(-1) * outer(js, js))).sum(2)
+    gradient = (w * (a * jx * ex.unsqueeze(-1) + a * jy * ey.unsqueeze(-1)
+                     - b * robust * js * s.unsqueeze(-1))).sum(2)
+    scale = hessian.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-12)
+    eye = torch.eye(3, dtype=g.dtype, device=g.device)
+    hessian = hessian + settings.damping * scale.unsqueeze(-1) * eye + 1e-9 * eye
+    step = torch.linalg.solve(hessian, gradient.unsqueeze(-1)).squeeze(-1)
+    return step.clamp(-0.1, 0.1)  # at most ~6° per step about each axis
+
+
+@torch.no_grad()
+def refine_candidates(
+    kx: torch.Tensor,
+    ky: torch.Tensor,
+    weight: torch.Tensor,
+    rotations: torch.Tensor,
+    table: ReflectionTable,
+    *,
+    beam_energy_kev: float,
+    settings: RefinementSettings = RefinementSettings(),
+) -> Refined:
+    """Refine ``C`` candidate rotations of each of ``B`` patterns against its peaks.
+
+    Parameters
+    ----------
+    kx, ky
+        ``(B, P)`` peak positions relative to the direct beam, 1/Å (direct beam excluded).
+    weight
+        ``(B, P)`` peak weights (0 for padding), e.g. the square root of the intensity.
+    rotations
+        ``(B, C, 3, 3)`` candidate rotations, crystal → lab.
+    table
+        The phase's reflections.
+    beam_energy_kev
+        The beam energy (sets the Ewald sphere).
+    settings
+        Tolerances.
+    """
+    k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
+    points = torch.stack([kx, ky], dim=-1).to(rotations.dtype)
+    weights = weight.to(rotations.dtype)
+    total = weights.sum(-1).clamp_min(1e-12)
+    reach = torch.where(weights > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weights.dtype), torch.zeros_like(weights)).amax(-1) * 1.05 + 0.02
+    current = rotations.clone()
+    for iteration in range(settings.iterations):
+        radius = settings.radius(iteration)
+        if iteration % 2 == 0:
+            index, chosen = _choose_reflections(current, table, reach, k0, settings.candidates, radius)
+            amplitude = table.amplitude[index]
+        g_lab = torch.einsum("bcij,bcmj->bcmi", current, chosen)
+        best, distance2, _ = _match(points, g_lab, k0, radius, settings.sigma_s)
+        inside = (distance2 < radius ** 2).to(weights.dtype)
+        omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings)
+        current = skew_exp(omega) @ current
+    return _score(points, weights, total, current, table, reach, k0, settings)
+
+
+def _score(points, weights, total, rotations, table, reach, k0, settings) -> Refined:
+    """The scores of refined rotations (see the module docstring)."""
+    index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0)
+    g_lab = torch.einsum("bcij,bcmj->bcmi", rotations, chosen)
+    radius = 3.0 * settings.sigma_xy
+    best, distance2, _ = _match(points, g_lab, k0, radius, settings.sigma_s)
+    hit = (distance2 < radius ** 2) & (weights[:, None, :] > 0)
+    explained = (weights[:, None, :] * hit).sum(-1) / total[:, None]
+    s = excitation_error(g_lab, k0)
+    lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)
+    predicted = table.amplitude[index] * torch.exp(-0.5 * (s / settings.sigma_s) ** 2)
+    predicted = predicted * (lateral <= reach[:, None, None])
+    found = torch.zeros_like(predicted)
+    found.scatter_(-1, best, hit.to(found.dtype))
+    complete = (predicted * found.clamp_max(1.0)).sum(-1) / predicted.sum(-1).clamp_min(1e-12)
+    matched = hit.sum(-1)
+    rms = torch.sqrt((distance2 * hit).sum(-1) / matched.clamp_min(1))
+    return Refined(rotations=rotations, score=explained * complete.sqrt(), explained=explained, complete=complete,
+                   rms=rms, matched=matched)
+
+
+def correlation(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
+                reach: torch.Tensor, k0: float, sigma_xy: float, sigma_s: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity ``(B, C)`` between measured and predicted sparse patterns.
+
+    Measured: peaks ``points`` (B, P, 2) with ``weights`` (B, P). Predicted: reflections
+    ``g_lab`` (B, C, M, 3) with weights ``amplitude · exp(-s² / 2σ_s²)`` inside ``reach``.
+    Each pair contributes ``exp(-|p - g_xy|² / 4σ_xy²)`` (the overlap of two Gaussian spots).
+    """
+    s = excitation_error(g_lab, k0)
+    lateral2 = g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2
+    predicted = amplitude / torch.sqrt(1.0 + (s / sigma_s.unsqueeze(-1)) ** 2)
+    predicted = predicted * (lateral2 <= (reach ** 2)[:, None, None])
+    delta2 = ((points[:, None, :, None, :] - g_lab[:, :, None, :, :2]) ** 2).sum(-1)
+    overlap = torch.exp(-delta2 / (4 * sigma_xy ** 2))
+    product = torch.einsum("bp,bcpm,bcm->bc", weights, overlap, predicted)
+    return product / (weights.norm(dim=-1)[:, None] * predicted.norm(dim=-1).clamp_min(1e-12))
+
+
+def polish(points: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor, table: ReflectionTable,
+           reach: torch.Tensor, k0: float, settings: RefinementSettings, steps: int = 25,
+           step_deg: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient ascent of :func:`correlation` over a small rotation and the excitation-error width."""
+    index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.05)
+    amplitude = table.amplitude[index]
+    omega = torch.zeros(*rotations.shape[:2], 3, dtype=rotations.dtype, requires_grad=True)
+    log_sigma = torch.full(rotations.shape[:2], float(np.log(settings.sigma_s)), dtype=rotations.dtype,
+                           requires_grad=True)
+    optimiser = torch.optim.Adam([{"params": [omega], "lr": np.radians(step_deg)},
+                                  {"params": [log_sigma], "lr": 0.1}])
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            g_lab = torch.einsum("bcij,bcmj->bcmi", skew_exp(omega) @ rotations, chosen)
+            value = correlation(points, weights, g_lab, amplitude, reach, k0, settings.sigma_xy,
+                                log_sigma.clamp(np.log(0.003), np.log(0.1)).exp())
+            (-value.sum()).backward()
+            optimiser.step()
+    with torch.no_grad():
+        final = skew_exp(omega) @ rotations
+        g_lab = torch.einsum("bcij,bcmj->bcmi", final, chosen)
+        value = correlation(points, weights, g_lab, amplitude, reach, k0, settings.sigma_xy,
+                            log_sigma.clamp(np.log(0.003), np.log(0.1)).exp())
+    return final.detach(), value

@@ -1,0 +1,147 @@
+"""From the model's hypotheses to one refined answer per pattern, with its alternative and the evidence.
+
+The transformer gives ``K`` rotation hypotheses and a phase. Kinematic patterns near a zone
+axis look the same after a 180° rotation about the beam (Friedel's law makes ``g`` and
+``-g`` equally bright, and the zero-order Laue zone has no ``g_z`` to tell them apart), so
+each hypothesis ``R`` is joined by its twin ``Rz(180°) R``. Every candidate is refined
+against the pattern's own peaks (:mod:`stemkit.orientation.refine`) in the predicted phase
+(or in every phase), and scored. The answer is the best-scoring candidate; the alternative
+is the best one that is a different orientation (more than ``ambiguity_angle`` away once
+the crystal's symmetry is taken into account); the pattern is **ambiguous** when the
+alternative's score reaches ``ambiguity_ratio`` of the answer's: the pattern itself cannot
+tell them apart, and stemkit says so instead of picking one silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stemkit.orientation.decode import Decoded
+from stemkit.orientation.loss import SymmetryTable, symmetric_geodesic
+from stemkit.orientation.refine import ReflectionTable, RefinementSettings, refine_candidates
+
+TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
+AMBIGUITY_RATIO = 0.985
+REFINE_PEAKS = 24  # strongest peaks used by the refinement
+
+
+@dataclass
+class Evidence:
+    """Per-pattern figures of the refined answer, for confidence and for users ``(n,)``."""
+
+    score: np.ndarray
+    alternative_score: np.ndarray
+    explained: np.ndarray
+    complete: np.ndarray
+    rms: np.ndarray  # 1/Å
+    matched: np.ndarray
+
+
+def strongest_peaks(kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray,
+                    beam_radius: float | np.ndarray,
+                    count: int = REFINE_PEAKS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``count`` strongest diffracted peaks per pattern (direct beam excluded) and their weights √I.
+
+    ``beam_radius`` (1/Å) is one value or one per pattern; peaks within 1.5 of it are the beam.
+    """
+    k = np.hypot(kx, ky)
+    radius = np.broadcast_to(np.asarray(beam_radius, float), (k.shape[0],))[:, None]
+    keep = np.asarray(valid, bool) & np.isfinite(k) & (k > 1.5 * radius) & (intensity > 0)
+    weight = np.where(keep, np.sqrt(np.where(keep, intensity, 0.0)), 0.0)
+    order = np.argsort(-weight, axis=1, kind="stable")[:, :count]
+    take = lambda a: torch.as_tensor(np.take_along_axis(np.nan_to_num(a), order, 1), dtype=torch.float32)  # noqa: E731
+    return take(kx), take(ky), take(weight)
+
+
+def candidates_of(decoded: Decoded) -> torch.Tensor:
+    """``(n, 4, 3, 3)``: the answer, the alternative and their 180°-about-the-beam twins."""
+    rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
+    alternative = torch.as_tensor(decoded.alternative, dtype=torch.float32)
+    return torch.stack([rotation, alternative, TWIN @ rotation, TWIN @ alternative], dim=1)
+
+
+def select(
+    decoded: Decoded,
+    peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    tables: list[ReflectionTable],
+    symmetry: SymmetryTable,
+    *,
+    beam_energy_kev: float,
+    settings: RefinementSettings = RefinementSettings(),
+    all_phases: bool = False,
+    ambiguity_angle: float = 5.0,
+    ambiguity_ratio: float = AMBIGUITY_RATIO,
+) -> tuple[Decoded, Evidence]:
+    """Refine the candidates of every pattern and choose (see the module docstring).
+
+    Parameters
+    ----------
+    decoded
+        The model's answers for ``n`` patterns.
+    peaks
+        ``kx``, ``ky``, ``weight`` ``(n, P)`` from :func:`strongest_peaks`.
+    tables
+        One reflection table per phase, in the model's phase order.
+    symmetry
+        The phases' point groups.
+    beam_energy_kev
+        The beam energy of the data.
+    settings
+        Refinement tolerances.
+    all_phases
+        Refine the candidates in every phase and let the score choose the phase too
+        (slower by the number of phases); otherwise only in the model's phase.
+    ambiguity_angle, ambiguity_ratio
+        See the module docstring.
+    """
+    kx, ky, weight = peaks
+    candidates = candidates_of(decoded)
+    n, c = candidates.shape[:2]
+    phases = range(len(tables)) if all_phases else None
+    rotations = torch.zeros(n, len(tables), c, 3, 3)
+    scores = torch.full((n, len(tables), c), -1.0)
+    parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
+    for index, table in enumerate(tables):
+        members = torch.arange(n) if phases is not None else torch.as_tensor(np.flatnonzero(decoded.phase == index))
+        if members.numel() == 0:
+            continue
+        refined = refine_candidates(kx[members], ky[members], weight[members], candidates[members], table,
+                                    beam_energy_kev=beam_energy_kev, settings=settings)
+        rotations[members, index], scores[members, index] = refined.rotations, refined.score
+        for name in parts:
+            parts[name][members, index] = getattr(refined, name).float()
+    return _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio)
+
+
+def _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio) -> tuple[Decoded, Evidence]:
+    n, p, c = scores.shape
+    flat = scores.reshape(n, p * c)
+    best = flat.argmax(dim=1)
+    rows = torch.arange(n)
+    phase, which = best // c, best % c
+    answer = rotations[rows, phase, which]
+    same_phase = rotations[rows, phase]  # (n, c, 3, 3)
+    distance = torch.stack([torch.rad2deg(symmetric_geodesic(answer, same_phase[:, j], symmetry, phase))
+                            for j in range(c)], dim=1)
+    other_scores = torch.where(distance > ambiguity_angle, scores[rows, phase], torch.full_like(distance, -1.0))
+    second = other_scores.argmax(dim=1)
+    alternative_score = other_scores[rows, second]
+    best_score = flat[rows, best]
+    has_alternative = alternative_score > 0
+    alternative = torch.where(has_alternative[:, None, None], same_phase[rows, second], answer)
+    ambiguous = has_alternative & (alternative_score >= ambiguity_ratio * best_score) & (best_score > 0)
+    numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    pick = lambda t: numpy(t[rows, phase, which])  # noqa: E731
+    chosen = Decoded(
+        rotation=numpy(answer).astype(np.float64), alternative=numpy(alternative).astype(np.float64),
+        confidence=decoded.confidence, alternative_weight=decoded.alternative_weight,
+        separation_deg=numpy(distance[rows, second]), ambiguous=numpy(ambiguous),
+        phase=numpy(phase), phase_probability=decoded.phase_probability,
+    )
+    evidence = Evidence(score=numpy(best_score), alternative_score=np.maximum(numpy(alternative_score), 0.0),
+                        explained=pick(parts["explained"]), complete=pick(parts["complete"]),
+                        rms=pick(parts["rms"]), matched=pick(parts["matched"]))
+    return chosen, evidence

@@ -1,0 +1,144 @@
+"""Refinement against a pattern's own peaks, the choice between candidates, and the calibrated confidence."""
+
+import numpy as np
+import pytest
+import torch
+
+from stemkit.orientation.confidence import FEATURE_NAMES, ConfidenceModel, reliability
+from stemkit.orientation.decode import Decoded
+from stemkit.orientation.loss import SymmetryTable
+from stemkit.orientation.metrics import disorientation_deg
+from stemkit.orientation.refine import ReflectionTable, excitation_error, refine_candidates, skew_exp
+from stemkit.orientation.selection import Evidence, select, strongest_peaks
+from stemkit.physics.kinematic import simulate_kinematic
+from stemkit.physics.presets import crystal
+from stemkit.physics.rotations import axis_angle_to_matrix, misorientation_angle, quaternion_to_matrix, random_quaternions
+from stemkit.physics.specimens import zone_axis_rotation
+
+
+def clean_peaks(name: str, rotations: np.ndarray, *, k_max: float = 1.6, thickness: float = 400.0, s_max: float = 0.1):
+    """Exact kinematic spots (positions and √I weights) of ``rotations``."""
+    spots = simulate_kinematic(crystal(name), rotations, beam_energy_kev=300.0, k_max=k_max, thickness=thickness,
+                               s_max=s_max, max_reflections=24, dtype=np.float64)
+    weight = np.where(spots.valid, np.sqrt(np.where(spots.valid, spots.intensity, 0.0)), 0.0)
+    return tuple(torch.tensor(np.nan_to_num(a), dtype=torch.float32) for a in (spots.kx, spots.ky, weight))
+
+
+def perturbed(rotations: np.ndarray, degrees: float, seed: int = 0) -> torch.Tensor:
+    axis = np.random.default_rng(seed).normal(size=(len(rotations), 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    turn = skew_exp(torch.tensor(axis * np.radians(degrees), dtype=torch.float32))
+    return turn @ torch.tensor(rotations, dtype=torch.float32)
+
+
+def test_skew_exp_is_the_rotation_about_the_vector():
+    axis, angle = np.array([1.0, -2.0, 0.5]), 37.0
+    omega = torch.tensor(axis / np.linalg.norm(axis) * np.radians(angle))
+    np.testing.assert_allclose(skew_exp(omega).numpy(), axis_angle_to_matrix(axis, angle), atol=1e-12)
+    np.testing.assert_allclose(skew_exp(torch.zeros(3, dtype=torch.float64)).numpy(), np.eye(3))
+
+
+def test_excitation_error_matches_the_simulator():
+    cu = crystal("Cu")
+    rotation = quaternion_to_matrix(random_quaternions(1, seed=4))
+    spots = simulate_kinematic(cu, rotation, beam_energy_kev=300.0, k_max=1.5, s_max=0.1, excitation_error_width=0.05)
+    g_lab = rotation[0] @ cu.g_vectors(spots.hkl[0][spots.valid[0]]).T
+    from stemkit.data.units import wavelength_angstrom
+
+    mine = excitation_error(torch.tensor(g_lab.T), 1.0 / wavelength_angstrom(300.0)).numpy()
+    np.testing.assert_allclose(mine, spots.excitation_error[0][spots.valid[0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("name, median_limit", [("Cu", 0.5), ("Cu2O", 0.2)])
+def test_a_rotation_round_trips_through_its_peaks(name, median_limit):
+    """Clean simulated patterns, started 3° off: the refinement brings the answer back within tolerance."""
+    truth = quaternion_to_matrix(random_quaternions(32, seed=2))
+    kx, ky, weight = clean_peaks(name, truth)
+    refined = refine_candidates(kx, ky, weight, perturbed(truth, 3.0)[:, None], ReflectionTable.of(crystal(name)),
+                                beam_energy_kev=300.0)
+    error = misorientation_angle(refined.rotations[:, 0].double().numpy(), truth, crystal(name).point_group)
+    assert np.median(error) < median_limit
+    assert np.mean(error < 2.0) >= 0.9
+    assert (refined.score > 0.5).float().mean() >= 0.9
+
+
+def test_a_wrong_candidate_scores_below_the_right_one():
+    truth = quaternion_to_matrix(random_quaternions(16, seed=5))
+    kx, ky, weight = clean_peaks("Cu2O", truth)
+    wrong = quaternion_to_matrix(random_quaternions(16, seed=6))
+    candidates = torch.stack([perturbed(truth, 2.0), torch.tensor(wrong, dtype=torch.float32)], dim=1)
+    refined = refine_candidates(kx, ky, weight, candidates, ReflectionTable.of(crystal("Cu2O")), beam_energy_kev=300.0)
+    assert (refined.score[:, 0] > refined.score[:, 1]).float().mean() >= 0.9
+
+
+def _decoded(rotations: np.ndarray, phase: int = 0) -> Decoded:
+    n = len(rotations)
+    return Decoded(rotation=rotations, alternative=rotations, confidence=np.ones(n, np.float32),
+                   alternative_weight=np.zeros(n, np.float32), separation_deg=np.zeros(n, np.float32),
+                   ambiguous=np.zeros(n, bool), phase=np.full(n, phase), phase_probability=np.ones(n, np.float32))
+
+
+def test_a_zone_axis_pattern_is_flagged_ambiguous_with_its_twin():
+    """At [111] a kinematic zero-order pattern cannot tell R from 180° about the beam (not a symmetry of m-3m)."""
+    cu = crystal("Cu")
+    rotation = zone_axis_rotation(cu, (1, 1, 1))[None]
+    kx, ky, weight = clean_peaks("Cu", rotation, k_max=1.2, thickness=100.0, s_max=0.02)
+    chosen, evidence = select(_decoded(rotation), (kx, ky, weight), [ReflectionTable.of(cu)],
+                              SymmetryTable([cu.point_group]), beam_energy_kev=300.0)
+    twin = np.diag([-1.0, -1.0, 1.0]) @ rotation
+    assert misorientation_angle(twin, rotation, cu.point_group)[0] > 5.0  # a different orientation
+    assert chosen.ambiguous[0]
+    found = {round(float(misorientation_angle(r, rotation, cu.point_group)[0]))
+             for r in (chosen.rotation, chosen.alternative)}
+    assert found == {0, round(float(misorientation_angle(twin, rotation, cu.point_group)[0]))}
+    assert evidence.score[0] > 0.8
+
+
+def test_an_off_axis_pattern_is_not_ambiguous():
+    cu2o = crystal("Cu2O")
+    truth = quaternion_to_matrix(random_quaternions(8, seed=9))
+    peaks = clean_peaks("Cu2O", truth)
+    start = perturbed(truth, 2.0).double().numpy()
+    chosen, evidence = select(_decoded(start), peaks, [ReflectionTable.of(cu2o)], SymmetryTable([cu2o.point_group]),
+                              beam_energy_kev=300.0)
+    error = disorientation_deg(chosen.rotation, truth, np.zeros(8, int), [cu2o.point_group])
+    # Known limit (issue 5 note): off axis, a refined twin still wins for about 1 pattern in 4.
+    assert np.median(error) < 0.5 and np.mean(error < 2.0) >= 0.75
+    assert np.all(evidence.score >= evidence.alternative_score)
+
+
+def test_strongest_peaks_drop_the_beam_and_padding():
+    kx = np.array([[0.0, 0.5, 0.3, np.nan]])
+    ky = np.array([[0.01, 0.0, 0.4, np.nan]])
+    intensity = np.array([[1e6, 4.0, 9.0, 0.0]])
+    valid = np.array([[True, True, True, False]])
+    px, py, w = strongest_peaks(kx, ky, intensity, valid, beam_radius=0.05, count=3)
+    np.testing.assert_allclose(w.numpy(), [[3.0, 2.0, 0.0]])
+    np.testing.assert_allclose(px.numpy()[0, :2], [0.3, 0.5], atol=1e-7)
+
+
+def test_confidence_model_is_calibrated_on_its_own_kind_of_data():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4000, len(FEATURE_NAMES)))
+    truth_probability = 1 / (1 + np.exp(-(2 * features[:, 0] - features[:, 1] + 0.5)))
+    right = rng.random(4000) < truth_probability
+    model = ConfidenceModel.fit(features[:2000], right[:2000])
+    x = features[2000:] @ np.asarray(model.coef) + model.intercept
+    predicted = 1 / (1 + np.exp(-x))
+    for mean_predicted, observed, count in reliability(predicted, right[2000:]):
+        assert abs(mean_predicted - observed) < 0.08, (mean_predicted, observed, count)
+    again = ConfidenceModel.from_dict(model.to_dict())
+    assert again == model
+    with pytest.raises(ValueError, match="calibrate again"):
+        ConfidenceModel.from_dict(model.to_dict() | {"features": ["score"]})
+    with pytest.raises(ValueError, match="both right and wrong"):
+        ConfidenceModel.fit(features[:10], np.ones(10, bool))
+
+
+def test_confidence_probability_reads_evidence():
+    model = ConfidenceModel(coef=(8.0, 0, 0, 0, 0, 0, 0), intercept=-4.0)
+    n = 3
+    evidence = Evidence(score=np.array([0.1, 0.5, 0.9]), alternative_score=np.zeros(n), explained=np.ones(n),
+                        complete=np.ones(n), rms=np.zeros(n), matched=np.ones(n))
+    p = model.probability(evidence, _decoded(np.repeat(np.eye(3)[None], n, 0)), np.full(n, 5))
+    assert p[0] < 0.5 < p[2] and abs(p[1] - 0.5) < 1e-6
