@@ -27,6 +27,13 @@ def k_axes(data: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data["kx"].values, dtype=float), np.asarray(data["ky"].values, dtype=float)
 
 
+def frame(x: np.ndarray, y: np.ndarray, width: int = SIZE) -> dict[str, int]:
+    """``frame_width`` and ``frame_height`` that show pixels square (fixed sizes, as bokeh wants both)."""
+    extent_x = abs(float(x[-1] - x[0])) * x.size / max(x.size - 1, 1) if x.size > 1 else 1.0
+    extent_y = abs(float(y[-1] - y[0])) * y.size / max(y.size - 1, 1) if y.size > 1 else 1.0
+    return {"frame_width": width, "frame_height": max(60, int(round(width * extent_y / extent_x)))}
+
+
 def map_image(
     values: np.ndarray,
     x: np.ndarray,
@@ -52,8 +59,8 @@ def map_image(
         else:
             clim = percentile_limits(values, (0.5, 99.5), log=False)
     return hv.Image((x, y, values), kdims=SCAN_KDIMS, vdims=[hv.Dimension("value", label=label)]).opts(
-        title=title, cmap=cmap, clim=clim, colorbar=True, invert_yaxis=True, data_aspect=1,
-        frame_width=SIZE, tools=["hover", "tap"], backend_opts={"plot.name": name}, toolbar="above",
+        title=title, cmap=cmap, clim=clim, colorbar=True, invert_yaxis=True, **frame(x, y),
+        tools=["hover", "tap"], backend_opts={"plot.name": name}, toolbar="above",
     )
 
 
@@ -61,7 +68,7 @@ def rgb_map(rgb: np.ndarray, x: np.ndarray, y: np.ndarray, *, title: str, name: 
     """A real-space colour map ``rgb[iy, ix, channel]`` (floats 0..1), y downwards."""
     rgb = np.clip(np.nan_to_num(np.asarray(rgb, dtype=float), nan=0.0), 0.0, 1.0)
     return hv.RGB((x, y, rgb[..., 0], rgb[..., 1], rgb[..., 2]), kdims=SCAN_KDIMS).opts(
-        title=title, invert_yaxis=True, data_aspect=1, frame_width=SIZE, tools=["tap"],
+        title=title, invert_yaxis=True, **frame(x, y), tools=["tap"],
         backend_opts={"plot.name": name}, toolbar="above",
     )
 
@@ -87,8 +94,8 @@ def pattern_image(
     clim = clim if clim is not None else percentile_limits(values, limits, log=log)
     shown = np.clip(values, clim[0], None) if log else values
     return hv.Image((kx, ky, shown), kdims=K_KDIMS, vdims=[hv.Dimension("intensity")]).opts(
-        title=title, cmap=cmap, clim=clim, logz=log, colorbar=True, invert_yaxis=True, data_aspect=1,
-        frame_width=SIZE, tools=list(tools), backend_opts={"plot.name": name}, toolbar="above",
+        title=title, cmap=cmap, clim=clim, logz=log, colorbar=True, invert_yaxis=True, **frame(kx, ky),
+        tools=list(tools), backend_opts={"plot.name": name}, toolbar="above",
     )
 
 

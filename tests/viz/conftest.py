@@ -25,7 +25,7 @@ def browser():
 @pytest.fixture
 def page(browser):
     """A fresh page and its :class:`~tests.viz.browser.PageLog`; every off-site request is blocked and recorded."""
-    context = browser.new_context(viewport={"width": 1500, "height": 950})
+    context = browser.new_context(viewport={"width": 1800, "height": 1000})
     page = context.new_page()
     log = attach_log(context, page)
     yield page, log
