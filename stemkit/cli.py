@@ -3,6 +3,10 @@
 ``stemkit demo``      simulate a polycrystal, save and reload it, and write an HTML page of its virtual images
 ``stemkit info PATH`` read a file and print its shape, calibrations and metadata
 ``stemkit formats``   list the file formats ``stemkit.load`` reads
+``stemkit orient PATH -o OUT``  orientation and phase map of a file (pretrained or given weights)
+``stemkit train ...``  train an orientation model on simulated patterns (checkpointed, resumable)
+
+Exit status: 0 success, 2 bad input (the message says what and how to fix it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from stemkit.io import load, save, supported_formats
@@ -47,7 +52,49 @@ def _parser() -> argparse.ArgumentParser:
 
     formats = commands.add_parser("formats", help="list readable file formats")
     formats.set_defaults(run=_run_formats)
+
+    orient = commands.add_parser("orient", help="orientation and phase map of a 4D-STEM file")
+    orient.add_argument("path", type=Path, help="a file stemkit.load reads")
+    orient.add_argument("-o", "--output", type=Path, required=True, help="result file (.zarr or .nc)")
+    orient.add_argument("--weights", default="cu-cu2o",
+                        help="a pretrained name (stemkit/pretrained/) or a weights folder (default cu-cu2o)")
+    orient.add_argument("--beam-energy-kev", type=float, default=None)
+    orient.add_argument("--k-step", type=float, default=None, help="detector pixel size in 1/Å")
+    orient.add_argument("--device", default="cpu")
+    orient.add_argument("--all-phases", action="store_true", help="let the refinement choose the phase too")
+    orient.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    orient.add_argument("--no-progress", action="store_true")
+    orient.set_defaults(run=_run_orient)
+
+    from stemkit.orientation.train import add_arguments
+
+    train = commands.add_parser("train", help="train an orientation model on simulated patterns (resumable)")
+    add_arguments(train)
+    train.set_defaults(run=_run_train)
     return parser
+
+
+def _run_orient(args: argparse.Namespace) -> int:
+    from stemkit.orientation import OrientationMapper
+
+    weights = Path(args.weights)
+    mapper = OrientationMapper.load(weights) if weights.is_dir() else OrientationMapper.pretrained(args.weights)
+    data = load(args.path, lazy=True, beam_energy_kev=args.beam_energy_kev, k_step=args.k_step)
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} exists; give another -o or add --overwrite")
+    start = time.perf_counter()
+    result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases)
+    save(result, args.output, overwrite=args.overwrite)
+    n = result.sizes["scan_y"] * result.sizes["scan_x"]
+    print(f"wrote {args.output}: {n} patterns in {time.perf_counter() - start:.1f} s; phases "
+          f"{dict(zip(*np.unique(result['phase'].values, return_counts=True)))}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from stemkit.orientation.train import run_from_args
+
+    return run_from_args(args)
 
 
 def _run_info(args: argparse.Namespace) -> int:

@@ -341,6 +341,8 @@ def argv_of(args: argparse.Namespace) -> list[str]:
     """The options of a parsed command line, spelled out again (for the weights' record)."""
     words = []
     for name, value in sorted(vars(args).items()):
+        if name in ("command", "run"):  # the stemkit command's own bookkeeping
+            continue
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):
             words += [flag] if value else []
