@@ -149,12 +149,12 @@ class ClusterView(View):
                              name="cluster-mean", log=self.log_scale)
 
     @param.depends("node")
-    def _difference_element(self) -> hv.Element:
+    def _difference_element(self) -> hv.Image:
         difference = self.difference(self.node)
-        if difference is None:
-            return hv.Text(0, 0, "the root has no sibling").opts(
-                title=f"Node {self.node} minus its sibling", xaxis=None, yaxis=None, frame_width=SIZE,
-                frame_height=SIZE, toolbar=None, backend_opts={"plot.name": "cluster-difference"})
+        if difference is None:  # an empty image (one element type per DynamicMap), said so in the title
+            empty = np.full((self._ky.size, self._kx.size), np.nan)
+            return pattern_image(empty, self._kx, self._ky, name="cluster-difference", log=False, cmap="RdBu_r",
+                                 clim=(-1.0, 1.0), title=f"Node {self.node}: the root has no sibling")
         limit = symmetric_limit(difference)
         return pattern_image(difference, self._kx, self._ky, name="cluster-difference", log=False, cmap="RdBu_r",
                              clim=(-limit, limit), title=f"Node {self.node} minus sibling {self.sibling(self.node)}")
