@@ -21,7 +21,7 @@ from stemkit.data.contract import SCAN_DIMS
 from stemkit.orientation.ipf import ipf_colors, ipf_key_image
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal as preset_crystal
-from stemkit.viz.elements import SIZE, frame, map_image, rgb_map
+from stemkit.viz.elements import frame, map_image, rgb_map
 from stemkit.viz.linked import LinkedMaps, categorical_codes, check_same_scan
 
 REQUIRED = ("quaternion", "phase", "confidence", "ambiguous")
