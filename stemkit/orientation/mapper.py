@@ -33,6 +33,7 @@ from stemkit.orientation.decode import AMBIGUITY_ANGLE_DEG, AMBIGUITY_WEIGHT, De
 from stemkit.orientation.inference import run_model
 from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.confidence import ConfidenceModel
+from stemkit.orientation.ipf import ipf_colors
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
 from stemkit.orientation.refine import ReflectionTable
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
@@ -214,7 +215,8 @@ class OrientationMapper:
             ``ambiguous`` (the alternative explains the pattern as well and differs by more
             than ``ambiguity_angle``), ``alternative`` (quaternion of the best other
             orientation), ``score`` (share of the pattern the answer explains, 0-1),
-            ``phase_probability`` and ``n_peaks`` (diffracted disks read, the direct beam excluded).
+            ``phase_probability``, ``ipf_rgb`` (dim ``rgb``: IPF-Z colours, TSL key) and
+            ``n_peaks`` (diffracted disks read, the direct beam excluded).
         """
         self._check_fitted()
         peaks = self._peaks_of(data, device, peak_options or {})
@@ -312,11 +314,18 @@ class OrientationMapper:
         quaternion[empty], alternative[empty] = np.nan, np.nan
         names = np.array([c.name for c in self.crystals_] + [""])[np.where(empty, len(self.crystals_), phase)]
         confidence = np.where(empty, 0.0, answers["confidence"]).astype(np.float32)
+        ipf = np.full((len(phase), 3), np.nan)
+        for index, xtal in enumerate(self.crystals_):
+            members = np.flatnonzero((phase == index) & ~empty)
+            if members.size:
+                ipf[members] = ipf_colors(quaternion[members], xtal.point_group)
         grid = lambda a: a.reshape(*shape, *a.shape[1:])  # noqa: E731
         quat_dims = (*SCAN_DIMS, "quat")
         return xr.Dataset(
             {
                 "quaternion": (quat_dims, grid(quaternion), {"convention": "(w, x, y, z), crystal → lab"}),
+                "ipf_rgb": ((*SCAN_DIMS, "rgb"), grid(ipf.astype(np.float32)),
+                            {"long_name": "IPF-Z colour (TSL key) of the beam direction in the crystal; NaN: no answer"}),
                 "phase": (SCAN_DIMS, grid(names)),
                 "confidence": (SCAN_DIMS, grid(confidence),
                                {"long_name": self._confidence_meaning(answers)}),
@@ -328,7 +337,8 @@ class OrientationMapper:
                 "n_peaks": (SCAN_DIMS, grid(answers["n_peaks"].astype(np.int32)),
                             {"long_name": "diffracted disks read (direct beam excluded)"}),
             },
-            coords={**{d: peaks[d] for d in SCAN_DIMS if d in peaks.coords}, "quat": ["w", "x", "y", "z"]},
+            coords={**{d: peaks[d] for d in SCAN_DIMS if d in peaks.coords}, "quat": ["w", "x", "y", "z"],
+                    "rgb": ["r", "g", "b"]},
             attrs={"method": "stemkit.OrientationMapper", "model_sha256": self.weights_sha256_ or "unsaved",
                    "phases": [c.name for c in self.crystals_], "ambiguity_weight": self.ambiguity_weight,
                    "ambiguity_angle_deg": self.ambiguity_angle, "confidence": self._confidence_meaning(answers),

@@ -103,3 +103,19 @@ def test_the_training_command_resumes_and_exports_weights_that_load(tmp_path, sp
     xr.testing.assert_equal(from_checkpoint.predict(specimen, progress=False).drop_attrs(),
                             exported.predict(specimen, progress=False).drop_attrs())
     assert set(on_validation_set(exported, size=32)) >= {"median_deg", "within_5deg", "phase_accuracy"}
+
+
+def test_ipf_colours_follow_the_quaternions(mapper, specimen):
+    from stemkit.orientation.ipf import ipf_colors
+
+    result = mapper.predict(specimen.intensity, progress=False)
+    assert result["ipf_rgb"].dims == ("scan_y", "scan_x", "rgb")
+    q = result["quaternion"].values.reshape(-1, 4)
+    rgb = result["ipf_rgb"].values.reshape(-1, 3)
+    phases = result["phase"].values.reshape(-1)
+    for name in ("Cu", "Cu2O"):
+        rows = phases == name
+        if rows.any():
+            np.testing.assert_allclose(rgb[rows], ipf_colors(q[rows], "m-3m"), atol=1e-6)
+    answered = result["n_peaks"].values.reshape(-1) > 0
+    assert ((rgb[answered] >= 0) & (rgb[answered] <= 1)).all()
