@@ -63,7 +63,7 @@ def measure(mapper: OrientationMapper, *, quick: bool = False) -> dict[str, Any]
     return figures
 
 
-def card_text(name: str, mapper: OrientationMapper, figures: dict[str, Any], command: str) -> str:
+def card_text(name: str, mapper: OrientationMapper, figures: dict[str, Any], command: str, note: str = "") -> str:
     """The model card (Markdown)."""
     record = mapper.training_record_ or {}
     lines = [
@@ -79,6 +79,7 @@ def card_text(name: str, mapper: OrientationMapper, figures: dict[str, Any], com
         f"- Training command: `{record.get('command', 'python -m stemkit.orientation.train --phases Cu Cu2O ...')}`",
         f"- Published with: `{command}` on {date.today().isoformat()}, {platform.machine()} CPU, "
         f"torch {torch.__version__}.",
+        *([f"- Provenance: {note}"] if note else []),
         "", "## How well it does (measured by the command above)", "",
         "Fields: median disorientation (°), % within 5°, % within 5° counting a correctly flagged ambiguity, "
         "% where either hypothesis is within 5°, % flagged ambiguous, % right phase.", "",
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="the weights' name (default: the output folder's name)")
     parser.add_argument("--quick", action="store_true", help="small measurement sets (for tests)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--note", default="", help="a provenance line for the card (e.g. how the run was resumed)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mapper.save(args.output)
     command = "python -m stemkit.orientation.publish " + " ".join(argv if argv is not None else sys.argv[1:])
     name = args.name or args.output.name
-    (args.output / CARD_FILE).write_text(card_text(name, mapper, figures, command.strip()))
+    (args.output / CARD_FILE).write_text(card_text(name, mapper, figures, command.strip(), args.note))
     (args.output / "figures.json").write_text(json.dumps(figures, indent=1, default=float))
     print((args.output / CARD_FILE).read_text())
     return 0
