@@ -143,8 +143,10 @@ def run_method(specimen: str, method: str) -> dict:
     else:
         raise ValueError(method)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     model.fit(data)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     readings = {}
     if model.readings_ is not None:
@@ -158,6 +160,9 @@ def run_method(specimen: str, method: str) -> dict:
         "tree": repr(model.tree_),
         "readings": readings,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "timings": model.timings_,
+        "load_average": os.getloadavg()[0],
         "peak_rss": peak,
         "rss_before_fit": rss_before,
         "n_pixels": int(model.features_.pixels_.attrs["n_pixels"]),
@@ -186,7 +191,7 @@ def report(specimen: str, results: dict[str, dict]) -> None:
     print("|---|" + "---|" * len(results))
     rows = {"leaves": [], "ARI vs regions": [], "ARI vs deformation classes": [], "splits read (single-lattice pairs)": [],
             "worst strain error": [], "worst rotation error (deg)": [], "time (s)": [],
-            "peak RSS (GiB)": [], "RSS before fit (GiB)": [], "selected pixels": []}
+            "CPU time (s, all threads)": [], "stages (s)": [], "1-min load average at the end": [], "peak RSS (GiB)": [], "RSS before fit (GiB)": [], "selected pixels": []}
     for result in results.values():
         labels = np.array(result["labels"]).ravel()
         errors = split_errors(result, flake)
@@ -197,6 +202,9 @@ def report(specimen: str, results: dict[str, dict]) -> None:
         rows["worst strain error"].append(f"{max((e['strain_error'] for e in errors), default=float('nan')):.5f}")
         rows["worst rotation error (deg)"].append(f"{max((e['rotation_error'] for e in errors), default=float('nan')):.4f}")
         rows["time (s)"].append(f"{result['seconds']:.1f}")
+        rows["CPU time (s, all threads)"].append(f"{result['cpu_seconds']:.1f}")
+        rows["stages (s)"].append(", ".join(f"{k} {v:.0f}" for k, v in result["timings"].items()))
+        rows["1-min load average at the end"].append(f"{result['load_average']:.1f}")
         rows["peak RSS (GiB)"].append(f"{result['peak_rss'] / 2**30:.2f}")
         rows["RSS before fit (GiB)"].append(f"{result['rss_before_fit'] / 2**30:.2f}")
         rows["selected pixels"].append(str(result["n_pixels"]))

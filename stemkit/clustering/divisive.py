@@ -11,6 +11,7 @@ lattice between sibling mean patterns (:mod:`stemkit.clustering.reading`).
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from collections import defaultdict, deque
 
@@ -84,6 +85,8 @@ class DivisiveClustering:
         Strain and rotation of every node relative to its reference sibling.
     stop_reason_ : str or None
         Why the data were not split at all (``None`` when they were).
+    timings_ : dict
+        Wall-clock seconds of each stage: features, splitting, means, readings.
     """
 
     def __init__(
@@ -138,19 +141,27 @@ class DivisiveClustering:
         if self._spec is None and not self._splitter.automatic:
             self._splitter.candidates(None, 0)  # raises: k-means needs a manual tree
         self.features_ = self._feature_model()
+        clock = time.perf_counter()
         features = self.features_.fit_transform(data)
+        self.timings_ = {"features": time.perf_counter() - clock}
         self.scan_shape_ = (data.sizes["scan_y"], data.sizes["scan_x"])
+        clock = time.perf_counter()
         self.tree_ = self._grow(features)
+        self.timings_["splitting"] = time.perf_counter() - clock
         root = self.tree_.root
         self.stop_reason_ = root.stop_reason
         if root.stop_reason is not None:
             warnings.warn(f"DivisiveClustering did not split the data: {root.stop_reason}", UserWarning, stacklevel=2)
         self._label_maps(data)
+        clock = time.perf_counter()
         self._means(data)
+        self.timings_["means"] = time.perf_counter() - clock
         self.readings_ = None
         if self.read_lattice and len(self.tree_) > 1:
+            clock = time.perf_counter()
             self.readings_ = split_readings(self.tree_, self.means_, threshold=self.peak_threshold,
                                             noise=self.peak_noise)
+            self.timings_["readings"] = time.perf_counter() - clock
         return self
 
     def _check_parameters(self) -> None:
@@ -207,7 +218,7 @@ class DivisiveClustering:
         if node.size < 2 * self.min_cluster_size:
             node.stop_reason = f"too small to split: {node.size} patterns < 2 × min_cluster_size={self.min_cluster_size}"
             return None
-        y = project(features[node.members], self.node_components, seed)
+        y = project(features, node.members, self.node_components)
         if y is None:
             node.stop_reason = self._no_variation_reason(features)
             return None
@@ -234,7 +245,7 @@ class DivisiveClustering:
             return None
         if k > node.size:
             raise ValueError(f"the manual tree asks node {node.path} for k={k} children, but it has {node.size} patterns")
-        y = project(features[node.members], self.node_components, seed)
+        y = project(features, node.members, self.node_components)
         if y is None:
             node.stop_reason = "manual tree asked for k={k}, but " + self._no_variation_reason(features)
             return None

@@ -15,8 +15,9 @@ nodes A and B, the disks are matched without knowing the crystal:
 With ``M = F⁻ᵀ`` (DESIGN.md: ``g' = F⁻ᵀ g``), ``F`` is B's lattice relative to A's, and
 :func:`stemkit.physics.specimens.strain_from_deformation` gives ``exx, eyy, exy`` (``V − I``)
 and the rotation (degrees, right-handed about the beam). A node whose pattern holds fewer
-than ``min_peaks`` Bragg disks besides the direct beam has no lattice (vacuum, amorphous)
-and gets no reading, with a status that says so.
+than ``min_peaks`` disks that index as one lattice (:func:`lattice_disks`) has no lattice
+(vacuum, amorphous; summed vacuum patterns show faint rings of spots around the beam) and
+gets no reading, with a status that says so.
 """
 
 from __future__ import annotations
@@ -86,6 +87,31 @@ def pattern_peaks(patterns: np.ndarray, like: xr.DataArray, *, threshold: float,
     return out, radius
 
 
+def lattice_disks(peaks: Peaks, *, tolerance: float = 0.08) -> int:
+    """How many disks index as integer combinations of the two shortest non-collinear disk vectors.
+
+    A lattice indexes (nearly) all its disks; a ring of spots at one radius, stray maxima or
+    noise (as in vacuum) index only the two basis vectors and their opposites. ``tolerance``
+    is the largest misfit as a fraction of the shortest vector's length.
+    """
+    if len(peaks.k) < 2:
+        return len(peaks.k)
+    order = np.argsort(np.hypot(*peaks.k.T))
+    k = peaks.k[order]
+    a = k[0]
+    lengths = np.hypot(*k.T)
+    sines = np.abs(a[0] * k[:, 1] - a[1] * k[:, 0]) / (lengths * lengths[0])
+    candidates = np.flatnonzero(sines > np.sin(np.deg2rad(20)))
+    if not len(candidates):
+        return 1
+    basis = np.stack([a, k[candidates[0]]], axis=1)
+    indices = np.linalg.solve(basis, k.T).T
+    misfit = np.hypot(*((indices - np.round(indices)) @ basis.T).T)
+    indexed = misfit < tolerance * lengths[0]
+    higher_order = np.abs(np.round(indices[indexed])).sum(axis=1) >= 2
+    return int(indexed.sum()) if higher_order.any() else min(int(indexed.sum()), 4)
+
+
 def _nearest(moved: np.ndarray, target: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j): target j is the nearest to moved i, within tolerance, and i the nearest to j."""
     distance = np.linalg.norm(moved[:, None] - target[None], axis=-1)
@@ -136,9 +162,11 @@ def relative_lattice(a: Peaks, b: Peaks, *, pixel: float, min_peaks: int = 6) ->
         Fewest disks (and matched pairs) for a reading.
     """
     for name, peaks in (("A", a), ("B", b)):
-        if len(peaks.k) < min_peaks:
-            return Reading(**NO_READING, status=f"no lattice in {name}: {len(peaks.k)} Bragg disks < {min_peaks} "
-                           "besides the direct beam (vacuum or amorphous?)", deformation=np.full((2, 2), np.nan))
+        indexed = lattice_disks(peaks)
+        if indexed < min_peaks:
+            return Reading(**NO_READING, status=f"no lattice in {name}: {indexed} of {len(peaks.k)} disks besides "
+                           f"the direct beam index as a lattice (< {min_peaks}; vacuum or amorphous?)",
+                           deformation=np.full((2, 2), np.nan))
     g_min = float(np.hypot(*a.k.T).min())
     tolerance = max(3 * pixel, 0.15 * g_min)
     m = _initial_map(a.k, b.k, tolerance)
@@ -178,6 +206,7 @@ def split_readings(tree, means: xr.DataArray, *, threshold: float = 5.0, noise: 
     sums = means.values * sizes[:, None, None]
     peaks, _ = pattern_peaks(sums, means, threshold=threshold, noise=noise)
     pixel = float(abs(means.kx.values[1] - means.kx.values[0]))
+    indexed = [lattice_disks(p) for p in peaks]
     n = len(tree.nodes)
     table = {name: np.full(n, np.nan) for name in (*READING_FIELDS, "residual")}
     table["n_matched"] = np.zeros(n, dtype=np.int64)
@@ -186,10 +215,11 @@ def split_readings(tree, means: xr.DataArray, *, threshold: float = 5.0, noise: 
     for parent in tree.nodes:
         if not parent.children:
             continue
-        with_lattice = [c for c in parent.children if len(peaks[c].k) >= min_peaks]
+        with_lattice = [c for c in parent.children if indexed[c] >= min_peaks]
         if not with_lattice:
             for c in parent.children:
-                status[c] = f"no lattice in any child of node {parent.id} ({len(peaks[c].k)} Bragg disks here)"
+                status[c] = (f"no lattice in any child of node {parent.id} ({indexed[c]} of {len(peaks[c].k)} "
+                             "disks here index as a lattice)")
             continue
         # a child that was split further holds several kinds of pattern: prefer a leaf
         ref = max(with_lattice, key=lambda c: (tree.nodes[c].is_leaf, tree.nodes[c].size, -c))
@@ -208,6 +238,7 @@ def split_readings(tree, means: xr.DataArray, *, threshold: float = 5.0, noise: 
     variables = {name: ("node", values, {"units": units[name]} if name in units else {}) for name, values in table.items()}
     variables["reference"] = ("node", reference, {"long_name": "node the reading is relative to"})
     variables["n_disks"] = ("node", np.array([len(p.k) for p in peaks]), {"long_name": "Bragg disks besides the beam"})
+    variables["n_lattice_disks"] = ("node", np.array(indexed), {"long_name": "disks that index as one lattice"})
     variables["status"] = ("node", status.astype(str))
     return xr.Dataset(variables, coords={"node": np.arange(n)},
                       attrs={"convention": "F = V R relative to the reference sibling; g' = F^-T g; V - I; degrees"})

@@ -1,7 +1,7 @@
 """How one node is split: its own principal components, a splitter, and the stopping rule.
 
 Every node is split in the space of its own principal components (``node_components``, by
-default 8, from a seeded randomised SVD), so that differences too small to show at the
+default 8, from its covariance matrix), so that differences too small to show at the
 root stand out deeper in the tree. Splitters:
 
 - :class:`GaussianMixtureSplitter` (automatic): Gaussian mixtures with full covariances
@@ -12,7 +12,7 @@ root stand out deeper in the tree. Splitters:
 - :class:`HDBSCANSplitter` (automatic): HDBSCAN's clusters; its noise points go to the
   nearest cluster centre, so the children still partition the node.
 
-The stopping rule (:func:`stop_reason_before`, :func:`acceptable`): a node is a leaf when it
+The stopping rule (checked by ``DivisiveClustering`` and :func:`acceptable`): a node is a leaf when it
 is at ``max_depth``, holds fewer than ``2 · min_cluster_size`` patterns, does not vary,
 or when no candidate split (best criterion first) both leaves every child at least
 ``min_cluster_size`` patterns and is spatially coherent: every child's
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
-from sklearn.utils.extmath import randomized_svd
 
 VARIANCE_FLOOR = 1e-10
+BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,43 @@ def node_seed(seed: int, path: tuple[int, ...]) -> int:
     return int(np.random.SeedSequence([int(seed), len(path), *path]).generate_state(1)[0])
 
 
-def project(features: np.ndarray, n_components: int | None, seed: int) -> np.ndarray | None:
+def project(features: np.ndarray, members: np.ndarray, n_components: int | None) -> np.ndarray | None:
     """The node's features on its own principal components, scaled to unit mean variance.
 
+    The components come from the eigenvectors of the node's covariance matrix, accumulated
+    in batches in float64, so no centred copy of the features is made (and nothing random
+    is involved). With ``n_components=None`` the centred features themselves are returned.
     Returns ``None`` when the features do not vary (identical patterns, or no pixel).
     """
-    x = np.asarray(features, dtype=np.float64)
-    if x.shape[1] == 0:
+    n, d = len(members), features.shape[1]
+    if d == 0:
         return None
-    centred = x - x.mean(axis=0)
-    variance = float((centred**2).sum(axis=1).mean())
-    scale = float((x**2).sum(axis=1).mean())
-    if variance <= VARIANCE_FLOOR * max(scale, 1e-300):
+    mean, gram = _moments(features, members)
+    covariance = gram - np.outer(mean, mean)
+    variance = float(np.trace(covariance))
+    if variance <= VARIANCE_FLOOR * max(float(np.trace(gram)), 1e-300):
         return None
-    if n_components is not None and n_components < min(x.shape):
-        u, s, _ = randomized_svd(centred, n_components, random_state=seed % 2**32)
-        centred = u * s
-    return centred / np.sqrt(variance / centred.shape[1])
+    if n_components is None or n_components >= d:
+        scores = np.concatenate([features[members[s : s + BATCH]] - mean.astype(np.float32) for s in range(0, n, BATCH)])
+        return scores / np.float32(np.sqrt(variance / d))  # float32: as many columns as pixels
+    else:
+        eigenvalues, vectors = np.linalg.eigh(covariance)
+        top = vectors[:, ::-1][:, :n_components]
+        top = top * np.sign(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])])  # a fixed sign per component
+        scores = np.concatenate([(features[members[s : s + BATCH]] - mean) @ top for s in range(0, n, BATCH)])
+    return scores / np.sqrt(variance / n_components)
+
+
+def _moments(features: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and second-moment matrix of the members' features, accumulated in float64 batches."""
+    d = features.shape[1]
+    total = np.zeros(d)
+    gram = np.zeros((d, d))
+    for start in range(0, len(members), BATCH):
+        batch = features[members[start : start + BATCH]].astype(np.float64)
+        total += batch.sum(axis=0)
+        gram += batch.T @ batch
+    return total / len(members), gram / len(members)
 
 
 def ordered(labels: np.ndarray) -> np.ndarray:
