@@ -46,3 +46,69 @@ def test_train_then_orient_a_file(tmp_path, capsys):
     assert result["quaternion"].shape == (4, 3, 4) and "confidence" in result
     assert main(["orient", str(cube), "-o", str(out), "--weights", str(weights), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _saved(tmp_path, specimen, name="cube.zarr"):
+    from stemkit import save
+
+    return save(specimen.intensity, tmp_path / name)
+
+
+def test_cluster_a_file_then_report(tmp_path, capsys):
+    """`stemkit cluster` writes labels, tree and readings; `stemkit report` links them to the patterns."""
+    from stemkit import load
+    from stemkit.physics.specimens import deformed_flake
+
+    cube = _saved(tmp_path, deformed_flake(scan_shape=(12, 12), pattern_size=64, k_step=0.05, seed=0))
+    out = tmp_path / "clusters.nc"
+    assert main(["cluster", str(cube), "-o", str(out), "--no-progress"]) == 0
+    result = load(out)
+    assert result["labels"].shape == (12, 12) and "means" in result and result.attrs["input"] == str(cube.resolve())
+    assert "leaf clusters" in capsys.readouterr().out
+    manual = tmp_path / "manual.nc"
+    assert main(["cluster", str(cube), "-o", str(manual), "--tree", "2", "--no-progress"]) == 0
+    assert load(manual)["labels"].to_series().nunique() == 2
+    page = tmp_path / "report.html"
+    assert main(["report", str(out), str(manual), "-o", str(page)]) == 0
+    assert page.stat().st_size > 0 and "wrote" in capsys.readouterr().out
+    assert main(["report", str(out), "-o", str(page)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_cluster_rejects_a_bad_tree(tmp_path, capsys):
+    from stemkit.physics.specimens import deformed_flake
+
+    cube = _saved(tmp_path, deformed_flake(scan_shape=(4, 4), pattern_size=32, k_step=0.1, seed=0))
+    assert main(["cluster", str(cube), "-o", str(tmp_path / "c.nc"), "--tree", "two"]) == 2
+    err = capsys.readouterr().err
+    assert "--tree" in err and "'2,3'" in err and "Traceback" not in err
+
+
+def test_strain_a_file_with_both_methods(tmp_path, capsys):
+    """`stemkit strain` maps a known uniform strain with the lattice fit, and runs the CC-ST-AE."""
+    from stemkit import load
+    from stemkit.physics.specimens import strained_film
+
+    right = np.arange(6)[None, :].repeat(6, axis=0) >= 3
+    cube = _saved(tmp_path, strained_film("WS2", (6, 6), exx=np.where(right, 0.02, 0.0), eyy=0.0, exy=0.0,
+                                          rotation=0.0, pattern_size=64, k_step=0.05, dose=1e6, seed=0))
+    out = tmp_path / "strain.nc"
+    assert main(["strain", str(cube), "-o", str(out)]) == 0
+    result = load(out)
+    assert result.attrs["method"] == "stemkit.strain.LatticeFit" and "median exx" in capsys.readouterr().out
+    exx = result["exx"].values
+    assert abs(np.median(exx[right]) - np.median(exx[~right]) - 0.02) < 3e-3  # the known step, either reference
+    ccstae = tmp_path / "ccstae.zarr"
+    assert main(["strain", str(cube), "-o", str(ccstae), "--method", "ccstae", "--epochs", "1",
+                 "--max-train-patterns", "16", "--no-progress"]) == 0
+    assert load(ccstae).attrs["method"] == "stemkit.strain.CCSTAE"
+
+
+def test_report_without_the_patterns_says_how_to_give_them(tmp_path, capsys):
+    import xarray as xr
+
+    from stemkit import save
+
+    result = save(xr.Dataset({"a": (("scan_y", "scan_x"), np.zeros((2, 2)))}), tmp_path / "maps.nc")
+    assert main(["report", str(result), "-o", str(tmp_path / "r.html")]) == 2
+    assert "--data" in capsys.readouterr().err
