@@ -58,6 +58,7 @@ class Scored:
     within_flagged: float
     phase_accuracy: float
     note: str = ""
+    cpu_rate: float | None = None  # patterns per CPU-second (all threads and worker processes)
 
 
 def load_truth(data: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -76,7 +77,7 @@ def errors(quaternions: np.ndarray, truth_q: np.ndarray, truth_phase: np.ndarray
 
 
 def score(method: str, rate: float, answer: np.ndarray, phase: np.ndarray, truth, *, alternative=None,
-          ambiguous=None, note: str = "") -> Scored:
+          ambiguous=None, note: str = "", cpu_rate: float | None = None) -> Scored:
     """The table's figures of one method's answers (quaternions in stemkit's convention)."""
     truth_q, truth_phase, phases = truth
     error = errors(answer, truth_q, truth_phase, phases)
@@ -85,7 +86,7 @@ def score(method: str, rate: float, answer: np.ndarray, phase: np.ndarray, truth
     if alternative is not None:
         flagged |= ambiguous & (errors(alternative, truth_q, truth_phase, phases) <= TOLERANCE_DEG)
     return Scored(method, rate, float(np.median(error)), 100 * good.mean(), 100 * flagged.mean(),
-                  100 * float(np.mean(phase == truth_phase)), note)
+                  100 * float(np.mean(phase == truth_phase)), note, cpu_rate)
 
 
 def convention_note(candidates: dict[str, np.ndarray], phase: np.ndarray, truth, chosen: str) -> str:
@@ -98,11 +99,17 @@ def convention_note(candidates: dict[str, np.ndarray], phase: np.ndarray, truth,
     return f"convention check ({status}): median error with R = {listed}"
 
 
+def cpu_rate(f, n: int) -> float | None:
+    """Patterns per CPU-second of a result file's last run (None where it was not recorded)."""
+    return n / float(np.min(f["cpu_seconds"])) if "cpu_seconds" in f.files else None
+
+
 def py4dstem(path: Path, truth) -> Scored:
     """py4DSTEM ACOM: the phase of higher correlation, R = P @ Mᵀ."""
     with np.load(path) as f:
         matrix, corr, seconds = f["matrix"], f["corr"], f["seconds"]
         params = json.loads(str(f["params"]))
+        cpu = cpu_rate(f, matrix.shape[1] * matrix.shape[2])
     n = matrix.shape[1] * matrix.shape[2]
     phase = np.argmax(corr.reshape(len(corr), n), axis=0)
     chosen = matrix.reshape(len(matrix), n, 3, 3)[phase, np.arange(n)]
@@ -114,7 +121,7 @@ def py4dstem(path: Path, truth) -> Scored:
              "(not in the rate), "
              f"k_max {params['k_max']} 1/Å, threshold {params['threshold']:.3f}")
     return score("py4DSTEM 0.14.18 ACOM (2° plan)", rate, matrix_to_quaternion(candidates["P @ Mᵀ"]), phase,
-                 truth, note=note)
+                 truth, note=note, cpu_rate=cpu)
 
 
 def pyxem(path: Path, truth) -> Scored:
@@ -123,6 +130,7 @@ def pyxem(path: Path, truth) -> Scored:
         matrix, corr, seconds = f["matrix"], f["corr"], f["seconds"]
         params = json.loads(str(f["params"]))
         setup = float(np.sum(f["setup_seconds"]))
+        cpu = cpu_rate(f, matrix.shape[1] * matrix.shape[2])
     n = matrix.shape[1] * matrix.shape[2]
     phase = np.argmax(corr.reshape(len(corr), n), axis=0)
     chosen = matrix.reshape(len(matrix), n, 3, 3)[phase, np.arange(n)]
@@ -131,7 +139,7 @@ def pyxem(path: Path, truth) -> Scored:
     note = convention_note(candidates, phase, truth, "D @ Oᵀ")
     note += f"; libraries and polar set-up {setup:.1f} s (not in the rate); {params.get('summary', '')}"
     return score(f"pyxem {params.get('pyxem', '')} template matching (1° grid)", n / float(np.min(seconds)),
-                 matrix_to_quaternion(candidates["D @ Oᵀ"]), phase, truth, note=note)
+                 matrix_to_quaternion(candidates["D @ Oᵀ"]), phase, truth, note=note, cpu_rate=cpu)
 
 
 def stemkit(path: Path, truth) -> tuple[Scored, float, dict]:
@@ -143,25 +151,30 @@ def stemkit(path: Path, truth) -> tuple[Scored, float, dict]:
         phase_names = f["phase"].ravel().astype(str)
         seconds, model_seconds = f["seconds"], f["model_seconds"]
         params = json.loads(str(f["params"]))
+        cpu = cpu_rate(f, len(f["ambiguous"].ravel()))
     lookup = {name: names.index(name) for name in names}
     truth_names = truth[2]
     phase = np.array([truth_names.index(p) if p in lookup else -1 for p in phase_names])
     n = len(answer)
     scored = score("stemkit OrientationMapper", n / float(np.min(seconds)), answer, phase, truth,
                    alternative=alternative, ambiguous=ambiguous,
-                   note=f"weights sha256 {params['weights_sha256']}; {100 * ambiguous.mean():.1f} % flagged ambiguous")
+                   note=f"weights sha256 {params['weights_sha256']}; {100 * ambiguous.mean():.1f} % flagged ambiguous",
+                   cpu_rate=cpu)
     return scored, n / float(np.min(model_seconds)), params
 
 
 def table(rows: list[Scored], reference: Scored | None) -> list[str]:
-    """Markdown table; speed ratio = stemkit's rate ÷ the row's."""
-    lines = ["| method | patterns/s (end to end) | speed ratio (stemkit ÷ method) | median error (°) | "
-             "% within 5° (strict) | % within 5° (flagged ambiguity counted) | phase accuracy (%) |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table; speed ratio = stemkit's rate ÷ the row's (wall clock; per CPU-second in brackets)."""
+    lines = ["| method | patterns/s (end to end) | patterns per CPU-s | speed ratio (stemkit ÷ method) | "
+             "median error (°) | % within 5° (strict) | % within 5° (flagged ambiguity counted) | phase accuracy (%) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio = f"{reference.rate / row.rate:.1f}×" if reference is not None else "–"
-        lines.append(f"| {row.method} | {row.rate:,.1f} | {ratio} | {row.median_deg:.2f} | {row.within_strict:.1f} | "
-                     f"{row.within_flagged:.1f} | {row.phase_accuracy:.1f} |")
+        if reference is not None and reference.cpu_rate and row.cpu_rate:
+            ratio += f" ({reference.cpu_rate / row.cpu_rate:.1f}×)"
+        cpu = f"{row.cpu_rate:,.1f}" if row.cpu_rate else "–"
+        lines.append(f"| {row.method} | {row.rate:,.1f} | {cpu} | {ratio} | {row.median_deg:.2f} | "
+                     f"{row.within_strict:.1f} | {row.within_flagged:.1f} | {row.phase_accuracy:.1f} |")
     return lines
 
 

@@ -3,6 +3,8 @@
 # Usage: bash benchmarks/orientation/run.sh [--quick]
 #   --quick            16x16 scan (development); default 64x64 (4096 patterns)
 #   WEIGHTS=PATH       stemkit weights folder or training checkpoint (default stemkit/pretrained/cu-cu2o)
+#   THREADS=N          torch threads for stemkit (default 2; on a machine shared with other jobs 1 is far
+#                      faster: 2 OpenMP threads that keep being descheduled wait on each other)
 #   REMAKE=1           re-render the data; SKIP=py4dstem,pyxem  leave peers out (their last results stay)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,7 +21,7 @@ if [ "${REMAKE:-0}" = 1 ] || [ ! -f "$DATA/cube.npy" ]; then
 fi
 
 echo "before timing: $(uptime)" | tee "$HERE/results/load$QUICK.txt"
-.venv/bin/python "$HERE/run_stemkit.py" $QUICK ${WEIGHTS:+--weights "$WEIGHTS"}
+.venv/bin/python "$HERE/run_stemkit.py" $QUICK ${WEIGHTS:+--weights "$WEIGHTS"} --threads "${THREADS:-2}"
 if [[ ",$SKIP," != *",py4dstem,"* ]]; then
     bash benchmarks/find_peaks/setup_py4dstem.sh
     OPENBLAS_NUM_THREADS=1 .peers/py4dstem/bin/python "$HERE/run_py4dstem.py" $QUICK --workers 2 --k-max 1.6
