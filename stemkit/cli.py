@@ -228,15 +228,10 @@ def _run_orient(args: argparse.Namespace) -> int:
 
     weights = Path(args.weights)
     mapper = OrientationMapper.load(weights) if weights.is_dir() else OrientationMapper.pretrained(args.weights)
-    data = load(args.path, lazy=True, beam_energy_kev=args.beam_energy_kev, k_step=args.k_step)
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} exists; give another -o or add --overwrite")
+    data = _load_input(args)
     start = time.perf_counter()
     result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases)
-    save(result, args.output, overwrite=args.overwrite)
-    n = result.sizes["scan_y"] * result.sizes["scan_x"]
-    print(f"wrote {args.output}: {n} patterns in {time.perf_counter() - start:.1f} s; phases "
-          f"{dict(zip(*np.unique(result['phase'].values, return_counts=True)))}")
+    _save_result(result, args, start)
     return 0
 
 
