@@ -97,15 +97,9 @@ def calibrate(mapper: OrientationMapper, n: int = 8192, *, seed: int = 7, beam_e
     Brier score of the fitted probabilities.
     """
     from stemkit.orientation.metrics import disorientation_deg
-    from stemkit.orientation.simulate import degrade, draw_conditions, kinematic_spots
+    from stemkit.orientation.simulate import simulate_seen_peaks
 
-    augmentation = mapper.training_augmentation()
-    augmentation = type(augmentation).from_dict(augmentation.to_dict() | {"beam_energies_kev": (beam_energy_kev,),
-                                                                          "energy_range_fraction": 0.0})
-    rng = np.random.default_rng(seed)
-    conditions = draw_conditions(mapper.crystals_, n, rng, augmentation)
-    seen = degrade(kinematic_spots(mapper.crystals_, conditions, augmentation.s_max, augmentation.max_tokens + 16),
-                   conditions.dose, rng, augmentation)
+    conditions, seen = simulate_seen_peaks(mapper.crystals_, n, seed, mapper.training_augmentation(), beam_energy_kev)
     radius = float(np.median(seen.probe_radius))
     answers = mapper.answer_arrays(seen.kx, seen.ky, seen.counts, seen.valid, beam_energy_kev=beam_energy_kev,
                                    beam_radius=radius, refine=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +21,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from stemkit.orientation.confidence import calibrate
@@ -28,7 +28,7 @@ from stemkit.orientation.decode import Decoded
 from stemkit.orientation.evaluation import load_mapper, on_polycrystal, on_validation_set
 from stemkit.orientation.mapper import OrientationMapper
 from stemkit.orientation.metrics import orientation_metrics
-from stemkit.orientation.simulate import degrade, draw_conditions, kinematic_spots
+from stemkit.orientation.simulate import simulate_seen_peaks
 
 CARD_FILE = "README.md"
 
@@ -36,13 +36,7 @@ CARD_FILE = "README.md"
 def refined_on_simulation(mapper: OrientationMapper, n: int = 2048, seed: int = 11,
                           beam_energy_kev: float = 300.0) -> dict[str, float]:
     """Accuracy of the refined answers on ``n`` patterns drawn like the training data at one energy."""
-    augmentation = mapper.training_augmentation()
-    augmentation = type(augmentation).from_dict(augmentation.to_dict() | {"beam_energies_kev": (beam_energy_kev,),
-                                                                          "energy_range_fraction": 0.0})
-    rng = np.random.default_rng(seed)
-    conditions = draw_conditions(mapper.crystals_, n, rng, augmentation)
-    seen = degrade(kinematic_spots(mapper.crystals_, conditions, augmentation.s_max, augmentation.max_tokens + 16),
-                   conditions.dose, rng, augmentation)
+    conditions, seen = simulate_seen_peaks(mapper.crystals_, n, seed, mapper.training_augmentation(), beam_energy_kev)
     start = time.perf_counter()
     answers = mapper.answer_arrays(seen.kx, seen.ky, seen.counts, seen.valid, beam_energy_kev=beam_energy_kev,
                                    beam_radius=seen.probe_radius, refine=True)
@@ -53,13 +47,12 @@ def refined_on_simulation(mapper: OrientationMapper, n: int = 2048, seed: int = 
     return metrics | {"patterns_per_s": n / seconds}
 
 
-def measure(mapper: OrientationMapper, *, quick: bool = False) -> dict[str, Any]:
-    """Every figure of the card."""
-    size = 512 if quick else 4096
+def measure(mapper: OrientationMapper, *, size: int = 4096, scan: int = 32) -> dict[str, Any]:
+    """Every figure of the card: ``size`` simulated patterns per set, a ``scan`` × ``scan`` polycrystal."""
     figures: dict[str, Any] = {"calibration": calibrate(mapper, n=size)}
     figures["raw_model_on_validation_set"] = on_validation_set(mapper, size=size)
     figures["refined_on_simulation_300kev"] = refined_on_simulation(mapper, n=size // 2)
-    figures["polycrystal_end_to_end"] = on_polycrystal(mapper, scan_shape=(8, 8) if quick else (32, 32))
+    figures["polycrystal_end_to_end"] = on_polycrystal(mapper, scan_shape=(scan, scan))
     return figures
 
 
@@ -112,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (folder or .pt)")
     parser.add_argument("--output", type=Path, required=True, help="weights folder to write (must not exist)")
     parser.add_argument("--name", default=None, help="the weights' name (default: the output folder's name)")
-    parser.add_argument("--quick", action="store_true", help="small measurement sets (for tests)")
+    parser.add_argument("--patterns", type=int, default=4096, help="simulated patterns per measurement set")
+    parser.add_argument("--scan", type=int, default=32, help="side of the rendered polycrystal scan")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--note", default="", help="a provenance line for the card (e.g. how the run was resumed)")
     args = parser.parse_args(argv)
@@ -121,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output.exists():
         parser.error(f"{args.output} exists; choose a new folder or remove it first (nothing is overwritten)")
     mapper = load_mapper(args.checkpoint)
-    figures = measure(mapper, quick=args.quick)
+    figures = measure(mapper, size=args.patterns, scan=args.scan)
     mapper.save(args.output)
-    command = "python -m stemkit.orientation.publish " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m stemkit.orientation.publish " + shlex.join(argv if argv is not None else sys.argv[1:])
     name = args.name or args.output.name
     (args.output / CARD_FILE).write_text(card_text(name, mapper, figures, command.strip(), args.note))
     (args.output / "figures.json").write_text(json.dumps(figures, indent=1, default=float))

@@ -175,6 +175,20 @@ def simulate_batch(
                          conditions=conditions)
 
 
+def simulate_seen_peaks(crystals: list[Crystal], n: int, seed: int, augmentation: Augmentation,
+                        beam_energy_kev: float) -> tuple[Conditions, SeenPeaks]:
+    """``n`` patterns drawn like the training data but at one beam energy, as a peak finder reports them.
+
+    For measuring a trained model: the truth (``Conditions``) and the peaks (``SeenPeaks``).
+    """
+    augmentation = Augmentation.from_dict(augmentation.to_dict() | {"beam_energies_kev": (float(beam_energy_kev),),
+                                                                    "energy_range_fraction": 0.0})
+    rng = np.random.default_rng(seed)
+    conditions = draw_conditions(crystals, n, rng, augmentation)
+    spots = kinematic_spots(crystals, conditions, augmentation.s_max, augmentation.max_tokens + 16)
+    return conditions, degrade(spots, conditions.dose, rng, augmentation)
+
+
 def draw_conditions(crystals: list[Crystal], n: int, rng: np.random.Generator, aug: Augmentation) -> Conditions:
     """Phase, orientation (uniform over the phase's fundamental zone), energy, thickness and dose of ``n`` samples."""
     phase = rng.integers(len(crystals), size=n)
