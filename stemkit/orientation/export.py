@@ -135,16 +135,20 @@ def _scan_axis(result: xr.Dataset, dim: str) -> NDArray[np.float64]:
     return np.asarray(result[dim].values, dtype=float) * _NM_PER_UNIT[units]
 
 
-def _orix_phase(xtal: Crystal) -> Any:
-    """An orix ``Phase`` with the crystal's lattice, atoms and symmetry."""
+_PHASE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def _orix_phase(xtal: Crystal, index: int = 0) -> Any:
+    """An orix ``Phase`` with the crystal's lattice, atoms and symmetry (and a colour of its own by index)."""
     from diffpy.structure import Atom, Lattice, Structure
     from orix.crystal_map import Phase
 
     structure = Structure(atoms=[Atom(a.element, a.position, occupancy=a.occupancy) for a in xtal.atoms],
                           lattice=Lattice(*xtal.lattice_parameters))
+    color = _PHASE_COLORS[index % len(_PHASE_COLORS)]
     if xtal.space_group is not None:
-        return Phase(name=xtal.name, space_group=xtal.space_group, structure=structure)
-    return Phase(name=xtal.name, point_group=xtal.point_group.name, structure=structure)
+        return Phase(name=xtal.name, space_group=xtal.space_group, structure=structure, color=color)
+    return Phase(name=xtal.name, point_group=xtal.point_group.name, structure=structure, color=color)
 
 
 def to_crystal_map(result: xr.Dataset, crystals: Sequence[Crystal | str] | Mapping[str, Crystal | str]) -> Any:
@@ -185,7 +189,7 @@ def to_crystal_map(result: xr.Dataset, crystals: Sequence[Crystal | str] | Mappi
     data = np.tile([1.0, 0.0, 0.0, 0.0], (len(phase_id), 1))
     data[indexed] = to_orix(quaternion[indexed]).data
     y, x = np.meshgrid(_scan_axis(result, "scan_y"), _scan_axis(result, "scan_x"), indexing="ij")
-    phase_list = PhaseList({index: _orix_phase(table[name]) for index, name in enumerate(names)})
+    phase_list = PhaseList({index: _orix_phase(table[name], index) for index, name in enumerate(names)})
     properties = {name: result[name].values.ravel().astype(float) for name in PROPERTIES if name in result}
     return CrystalMap(Rotation(data), phase_id=phase_id, x=x.ravel(), y=y.ravel(), phase_list=phase_list,
                       prop=properties, scan_unit="nm")

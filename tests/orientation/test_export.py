@@ -84,7 +84,7 @@ def test_crystal_map_round_trip():
     cmap = to_crystal_map(result, ["Cu", "Cu2O"])
     assert cmap.shape == (3, 4) and cmap.scan_unit == "nm" and cmap.dx == 2.0 and cmap.dy == 2.0
     assert [cmap.phases[i].name for i in (0, 1)] == ["Cu", "Cu2O"]
-    assert cmap.phases[1].point_group.name == "m-3m"
+    assert cmap.phases[1].point_group.name == "m-3m" and cmap.phases[0].color != cmap.phases[1].color
     assert (cmap.phase_id == -1).sum() == 1
     back = from_crystal_map(cmap)
     np.testing.assert_array_equal(back["phase"].values, result["phase"].values)
