@@ -35,6 +35,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from stemkit.data.contract import SCAN_DIMS
+from stemkit.data.validate import validate
 from stemkit.strain.lattice_fit import NotFittedError
 from stemkit.strain.loss import cycle_loss, regularisers
 from stemkit.strain.model import CCSTAENet, straight_through
@@ -128,6 +129,7 @@ class CCSTAE:
     def fit(self, data: xr.DataArray) -> "CCSTAE":
         """Train on a sample of the patterns of ``data`` (canonical 4D DataArray, numpy or dask)."""
         self._check_parameters()
+        validate(data, check_values=False)
         with self._threads():
             rng = np.random.default_rng(self.seed)
             torch.manual_seed(self.seed)
@@ -261,6 +263,7 @@ class CCSTAE:
         """
         if not hasattr(self, "model_"):
             raise NotFittedError("this CCSTAE is not fitted yet: call .fit(data) before .transform(data).")
+        validate(data, check_values=False)
         geometry = PatternGeometry.from_data(data, self.geometry_.bin)
         if (geometry.size, geometry.bin) != (self.geometry_.size, self.geometry_.bin):
             raise ValueError(f"the patterns give {geometry.size} px images but the model was fitted on "

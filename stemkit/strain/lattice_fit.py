@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from stemkit.data.contract import SCAN_DIMS
+from stemkit.data.validate import validate
 from stemkit.preprocess import find_peaks
 from stemkit.strain.polar import deformation_from_bases
 from stemkit.strain.reference import strain_dataset, strain_fields
@@ -72,6 +73,7 @@ class LatticeFit:
 
     def fit(self, data: xr.DataArray) -> "LatticeFit":
         """Find the global reciprocal basis from the mean pattern of ``data``."""
+        validate(data, check_values=False)
         mean = data.stem.mean_pattern().expand_dims(scan_y=[0.0], scan_x=[0.0])
         mean = mean.transpose(*SCAN_DIMS, "ky", "kx").rename("intensity")
         mean.attrs = dict(data.attrs)
@@ -104,6 +106,7 @@ class LatticeFit:
         """
         if not hasattr(self, "basis_"):
             raise NotFittedError("this LatticeFit is not fitted yet: call .fit(data) before .transform(data).")
+        validate(data, check_values=False)
         if peaks is None:
             peaks = find_peaks(data, threshold=self.threshold, noise=self.noise, max_peaks=self.max_peaks,
                                device=self.device)

@@ -150,3 +150,5 @@ def test_transform_before_fit_and_bad_parameters(uniform_film):
         CCSTAE().transform(film.intensity)
     with pytest.raises(ValueError, match="n_bases"):
         CCSTAE(n_bases=0).fit(film.intensity)
+    with pytest.raises(ValueError, match="contract"):
+        CCSTAE().fit(film.intensity.transpose("ky", "kx", "scan_y", "scan_x"))
