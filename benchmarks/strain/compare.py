@@ -1,0 +1,63 @@
+"""The issue-7 table: MAE of exx, eyy, exy and rotation against the truth, and the time, per method and film.
+
+Each method's maps are relative to its own reference region (``reference`` in its result),
+so the truth is put relative to the same region first: ``F_true F_ref⁻¹`` with ``F_ref`` the
+component-wise median truth there, then read off by the same polar decomposition
+(DESIGN.md). MAE is over every probe position; a position a method left without an answer
+(NaN) is counted in the ``failed`` column, not in the MAE. py4DSTEM's sign convention is
+checked against the truth (Pearson r of each converted map).
+
+Run: ``.venv/bin/python benchmarks/strain/compare.py`` (after run_stemkit.py / run_py4dstem.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stemkit.physics.specimens import deformation_gradient
+from stemkit.strain.polar import polar_strain, relative_deformation
+
+HERE = Path(__file__).resolve().parent
+NAMES = ("exx", "eyy", "exy", "rotation")
+LABELS = {"stemkit-ccstae": "stemkit CCSTAE", "stemkit-lattice": "stemkit LatticeFit", "py4dstem": "py4DSTEM StrainMap"}
+
+
+def truth_relative(film, reference: np.ndarray) -> dict[str, np.ndarray]:
+    f = deformation_gradient(*(film[name] for name in NAMES))
+    values = polar_strain(relative_deformation(f, np.median(f[reference], axis=0)))
+    return dict(zip(NAMES, values))
+
+
+def rows() -> list[str]:
+    out = []
+    for film_path in sorted((HERE / "data").glob("film_bg*.npz")):
+        film = np.load(film_path)
+        w = int(round(100 * float(film["background_fraction"])))
+        for result_path in sorted((HERE / "results").glob(f"*_{film_path.stem}.npz")):
+            result = np.load(result_path)
+            method = result_path.stem.split("_")[0]
+            label = LABELS.get(method.rsplit("-t", 1)[0], method)
+            threads = f", {int(result['threads'])} thread(s)" if "threads" in result else ""
+            truth = truth_relative(film, result["reference"].astype(bool))
+            errors = [np.nanmean(np.abs(result[name] - truth[name])) for name in NAMES]
+            failed = int(np.isnan(result["exx"]).sum())
+            out.append(f"| {w} % | {label}{threads} | {errors[0]:.5f} | {errors[1]:.5f} | {errors[2]:.5f} | "
+                       f"{errors[3]:.3f} | {failed} | {float(result['wall_s']):.0f} | {float(result['cpu_s']):.0f} |")
+            if method == "py4dstem" and w == 0:
+                r = [np.corrcoef(np.nan_to_num(result[n]).ravel(), truth[n].ravel())[0, 1] for n in NAMES]
+                print("py4DSTEM convention check on the 0 % film, Pearson r with the truth: "
+                      + ", ".join(f"{n} {v:+.2f}" for n, v in zip(NAMES, r)))
+    return out
+
+
+def main() -> None:
+    print("| background | method | MAE exx | MAE eyy | MAE exy | MAE rotation (°) | failed | wall (s) | CPU (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows():
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
