@@ -27,7 +27,7 @@ orientation matrices M as returned (its own convention; compare.py converts them
 ``find_seconds``, ``cpu_seconds`` (CPU time of the last run, summed over workers),
 ``plan_seconds`` (per phase), ``phases`` and ``params`` (JSON).
 
-Run: ``OPENBLAS_NUM_THREADS=1 .peers/py4dstem/bin/python benchmarks/orientation/run_py4dstem.py [--quick] [--workers 2]``
+Run: ``OPENBLAS_NUM_THREADS=1 .peers/py4dstem/bin/python benchmarks/orientation/run_py4dstem.py [--quick]``
 """
 
 from __future__ import annotations
@@ -189,15 +189,18 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     target = out / f"py4dstem{'-quick' if args.quick else ''}{args.tag}.npz"
-    params = {"py4DSTEM": py4DSTEM.__version__, "workers": args.workers, "k_max": args.k_max, "plan_step_deg": args.step,
+    params = {"py4DSTEM": py4DSTEM.__version__, "workers": args.workers, "k_max": args.k_max,
+              "plan_step_deg": args.step,
               "probe_radius_px": radius, "kernel_radii": KERNEL_RADII, "threshold": threshold,
               "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
               "rows": int(cube.shape[0])} | {k: v for k, v in kwargs.items() if k != "subpixel"} | {"subpixel": "poly"}
     np.savez(target, matrix=matrix, corr=corr, n_peaks=n_peaks, seconds=np.array(seconds),
-             find_seconds=find_seconds, cpu_seconds=cpu_seconds, plan_seconds=np.array(plan_seconds), phases=np.array(cal["phases"]),
+             find_seconds=find_seconds, cpu_seconds=cpu_seconds, plan_seconds=np.array(plan_seconds),
+             phases=np.array(cal["phases"]),
              n_patterns=n, params=json.dumps(params))
     print(f"py4DSTEM ACOM: {n} patterns, end to end best {min(seconds):.1f} s ({n / min(seconds):.1f} patterns/s); "
-          f"CPU {cpu_seconds:.1f} s, disk finding {find_seconds:.1f} s (both summed over workers); plans {sum(plan_seconds):.1f} s; "
+          f"CPU {cpu_seconds:.1f} s, disk finding {find_seconds:.1f} s (both summed over workers); "
+          f"plans {sum(plan_seconds):.1f} s; "
           f"{n_peaks.mean():.1f} peaks/pattern → {target.name}", flush=True)
 
 

@@ -23,7 +23,8 @@ and reported apart (``setup_seconds``). pyxem/hyperspy choose their own parallel
 
 Writes ``results/pyxem[-quick].npz``: ``matrix`` (phase, scan_y, scan_x, 3, 3), the orix
 orientation matrices O (lab → crystal; compare.py converts them), ``corr`` (phase, scan_y,
-scan_x), ``factor`` (-1 where the mirrored template matched), ``seconds``, ``setup_seconds`` (per phase), ``cpu_seconds``, ``phases``, ``params``.
+scan_x), ``factor`` (-1 where the mirrored template matched), ``seconds``, ``setup_seconds``
+(per phase), ``cpu_seconds``, ``phases``, ``params``.
 
 Run: ``.peers/pyxem/bin/python benchmarks/orientation/run_pyxem.py [--quick]``
 """

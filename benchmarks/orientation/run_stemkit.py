@@ -16,7 +16,8 @@ the exact weights used.
 
 Writes ``results/stemkit[-quick].npz``: ``quaternion``, ``alternative`` (scan_y, scan_x, 4),
 ``ambiguous``, ``phase`` (names), ``confidence``, ``seconds``, ``cpu_seconds`` (CPU time of each
-end-to-end run, all threads), ``model_seconds``, ``phases``, ``params`` (JSON: weights path and SHA-256, threads, batch size).
+end-to-end run, all threads), ``model_seconds``, ``phases``, ``params`` (JSON: weights path and
+SHA-256, threads, batch size).
 
 Run: ``.venv/bin/python benchmarks/orientation/run_stemkit.py [--quick] [--weights PATH]``
 """
