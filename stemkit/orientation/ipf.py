@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
+from stemkit.physics.crystal import Crystal
 from stemkit.physics.rotations import quaternion_to_matrix
 from stemkit.physics.symmetry import PointGroup
 
@@ -206,11 +207,12 @@ def ipf_sector(laue: str) -> IPFSector:
     return IPFSector(laue, normals, vertices, labels, center, grid, hue)
 
 
-def _as_standard_group(point_group: PointGroup | str) -> PointGroup:
+def _as_standard_group(point_group: PointGroup | Crystal | str) -> PointGroup:
     """The point group, checked to be in the standard setting the IPF sectors are defined in."""
     group = PointGroup.from_name(point_group) if isinstance(point_group, str) else point_group
+    group = group.point_group if isinstance(group, Crystal) else group
     if not isinstance(group, PointGroup):
-        raise TypeError(f"point_group must be a stemkit PointGroup or a Laue-class name such as 'm-3m'; "
+        raise TypeError(f"point_group must be a stemkit PointGroup, a Crystal or a Laue-class name such as 'm-3m'; "
                         f"got {type(point_group).__name__}")
     if group.name not in IPF_LAUE_CLASSES:
         raise ValueError(f"no IPF colour key for Laue class {group.name!r}; supported: {list(IPF_LAUE_CLASSES)}")
@@ -258,7 +260,7 @@ def direction_colors(directions: NDArray[np.float64], group: PointGroup, sector:
     return np.clip(_hsl_to_rgb(hue, lightness), 0.0, 1.0)
 
 
-def ipf_colors(quaternions: ArrayLike, point_group: PointGroup | str,
+def ipf_colors(quaternions: ArrayLike, point_group: PointGroup | Crystal | str,
                direction: ArrayLike = (0.0, 0.0, 1.0)) -> NDArray[np.float64]:
     """IPF colours (TSL key) of the crystal direction along a lab direction, for each orientation.
 
@@ -268,15 +270,16 @@ def ipf_colors(quaternions: ArrayLike, point_group: PointGroup | str,
         Orientations (..., 4), (w, x, y, z), crystal → lab (DESIGN.md). Rows with a NaN
         (no answer) get NaN colours.
     point_group
-        The crystal's symmetry (:attr:`stemkit.physics.Crystal.point_group`) or a Laue-class name;
-        one of :data:`IPF_LAUE_CLASSES`, in the standard setting.
+        The crystal, its symmetry (:attr:`stemkit.physics.Crystal.point_group`) or a Laue-class
+        name; one of :data:`IPF_LAUE_CLASSES`, in the standard setting.
     direction
         The lab direction to colour (x along kx, y along ky, z the beam); default the beam (IPF-Z).
 
     Returns
     -------
     numpy.ndarray
-        RGB in [0, 1], shape (..., 3).
+        RGB in [0, 1], shape (..., 3); NaN where the quaternion is NaN
+        (``numpy.nan_to_num(colors)`` shows those black).
 
     Examples
     --------
@@ -322,13 +325,13 @@ def _sector_extent(sector: IPFSector) -> tuple[NDArray[np.float64], NDArray[np.f
     return xy.min(axis=0), xy.max(axis=0)
 
 
-def ipf_key_image(point_group: PointGroup | str, size: int = 256) -> xr.DataArray:
+def ipf_key_image(point_group: PointGroup | Crystal | str, size: int = 256) -> xr.DataArray:
     """The IPF colour key: the fundamental sector in stereographic projection, coloured as :func:`ipf_colors`.
 
     Parameters
     ----------
     point_group
-        The crystal's symmetry or a Laue-class name (one of :data:`IPF_LAUE_CLASSES`).
+        The crystal, its symmetry or a Laue-class name (one of :data:`IPF_LAUE_CLASSES`).
     size
         Pixels along the longer side of the image.
 

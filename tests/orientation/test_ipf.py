@@ -60,6 +60,7 @@ def test_symmetry_equivalents_and_nan_rows():
     q = random_quaternions(50, seed=3)
     equivalent = quaternion_multiply(q, cu.quaternions[7])  # R @ S: the same orientation
     np.testing.assert_allclose(ipf_colors(equivalent, cu), ipf_colors(q, cu), atol=1e-9)
+    np.testing.assert_allclose(ipf_colors(q, crystal("Cu2O")), ipf_colors(q, "m-3m"), atol=1e-12)
     grid = np.stack([q[:6], np.full((6, 4), np.nan)])
     colors = ipf_colors(grid, cu)
     assert colors.shape == (2, 6, 3)
