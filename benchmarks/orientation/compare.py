@@ -140,7 +140,7 @@ def pyxem(path: Path, truth) -> Scored:
     transpose = np.swapaxes(chosen, -1, -2)
     candidates = {"D @ Oᵀ": D_PYXEM @ transpose, "Oᵀ": transpose, "O": chosen, "D @ O": D_PYXEM @ chosen}
     note = convention_note(candidates, phase, truth, "D @ Oᵀ")
-    note += f"; libraries and polar set-up {setup:.1f} s (not in the rate); {params.get('summary', '')}"
+    note += f"; libraries {setup:.1f} s (not in the rate); {params.get('summary', '')}"
     return score(f"pyxem {params.get('pyxem', '')} template matching (1° grid)", n / float(np.min(seconds)),
                  matrix_to_quaternion(candidates["D @ Oᵀ"]), phase, truth, note=note, cpu_rate=cpu)
 
