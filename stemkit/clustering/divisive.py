@@ -17,7 +17,6 @@ from collections import defaultdict, deque
 
 import numpy as np
 import xarray as xr
-from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from stemkit.clustering.features import ClusteringFeatures, check_data, label_sums
@@ -186,9 +185,7 @@ class DivisiveClustering:
         nodes = [Node(id=0, path=(), parent=None, depth=0, members=np.arange(n))]
         queue = deque(nodes)
         rank_in_level: dict[int, int] = defaultdict(int)
-        # many small dense problems: threaded BLAS and OpenMP only add contention (10x slower on 2 busy cores)
-        with threadpool_limits(limits=1), \
-                tqdm(desc="splitting", unit="node", disable=not self.progress, leave=False) as bar:
+        with tqdm(desc="splitting", unit="node", disable=not self.progress, leave=False) as bar:
             while queue:
                 node = queue.popleft()
                 rank = rank_in_level[node.depth]
@@ -218,7 +215,7 @@ class DivisiveClustering:
         if node.size < 2 * self.min_cluster_size:
             node.stop_reason = f"too small to split: {node.size} patterns < 2 × min_cluster_size={self.min_cluster_size}"
             return None
-        y = project(features, node.members, self.node_components)
+        y = project(features, node.members, self.node_components, seed)
         if y is None:
             node.stop_reason = self._no_variation_reason(features)
             return None
@@ -245,7 +242,7 @@ class DivisiveClustering:
             return None
         if k > node.size:
             raise ValueError(f"the manual tree asks node {node.path} for k={k} children, but it has {node.size} patterns")
-        y = project(features, node.members, self.node_components)
+        y = project(features, node.members, self.node_components, seed)
         if y is None:
             node.stop_reason = "manual tree asked for k={k}, but " + self._no_variation_reason(features)
             return None

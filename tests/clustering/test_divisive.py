@@ -192,8 +192,8 @@ def test_noise_split_is_refused_as_incoherent(region_patterns):
     data, _ = make_specimen(region_patterns, ["vacuum"], "one", dose=3e2, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        unchecked = fit(data, min_coherence=None)
-        checked = fit(data, min_coherence=0.3)
+        unchecked = fit(data, min_coherence=None, max_depth=1, k_max=3, read_lattice=False)
+        checked = fit(data, min_coherence=0.3, k_max=3)
     assert len(unchecked.tree_) > 1  # BIC alone splits pure noise
     assert len(checked.tree_) == 1
     assert "not spatially coherent" in checked.stop_reason_
