@@ -138,7 +138,10 @@ class DivisiveClustering:
         self._splitter = make_splitter(self.splitter, k_max=self.k_max, min_cluster_size=self.min_cluster_size)
         self._spec = None if self.tree is None else normalise_spec(self.tree)
         if self._spec is None and not self._splitter.automatic:
-            self._splitter.candidates(None, 0)  # raises: k-means needs a manual tree
+            raise ValueError(
+                f"the {self.splitter!r} splitter needs k for every node: pass tree={{(): 2, (0,): 2, ...}} "
+                "(or a list per level), or use splitter='gmm' or 'hdbscan' to choose k automatically"
+            )
         self.features_ = self._feature_model()
         clock = time.perf_counter()
         features = self.features_.fit_transform(data)
@@ -168,6 +171,8 @@ class DivisiveClustering:
             raise ValueError(f"min_cluster_size must be a positive integer; got {self.min_cluster_size!r}")
         if not (isinstance(self.k_max, int) and self.k_max >= 2):
             raise ValueError(f"k_max must be an integer >= 2; got {self.k_max!r}")
+        if self.min_coherence is not None and not 0 <= self.min_coherence <= 1:
+            raise ValueError(f"min_coherence must lie in [0, 1] or be None (no check); got {self.min_coherence!r}")
         if not (isinstance(self.max_depth, int) and self.max_depth >= 0):
             raise ValueError(f"max_depth must be a non-negative integer; got {self.max_depth!r}")
         if self.node_components is not None and not (isinstance(self.node_components, int) and self.node_components > 0):
@@ -244,7 +249,7 @@ class DivisiveClustering:
             raise ValueError(f"the manual tree asks node {node.path} for k={k} children, but it has {node.size} patterns")
         y = project(features, node.members, self.node_components, seed)
         if y is None:
-            node.stop_reason = "manual tree asked for k={k}, but " + self._no_variation_reason(features)
+            node.stop_reason = f"manual tree asked for k={k}, but " + self._no_variation_reason(features)
             return None
         proposal = self._splitter.split(y, k, seed)
         node.coherence = float(np.nanmin(

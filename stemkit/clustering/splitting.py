@@ -184,11 +184,6 @@ class KMeansSplitter:
         total = float(((y - y.mean(axis=0)) ** 2).sum())
         return Proposal(k, ordered(model.labels_), 1.0 - float(model.inertia_) / max(total, 1e-300))
 
-    def candidates(self, y: np.ndarray, seed: int):
-        raise ValueError(
-            "the k-means splitter needs k for every node: pass tree={(): 2, (0,): 2, ...} "
-            "(or a list per level), or use splitter='gmm' or 'hdbscan' to choose k automatically"
-        )
 
 
 class HDBSCANSplitter:

@@ -157,6 +157,10 @@ def test_kmeans_without_a_tree_says_what_to_do(two):
         fit(two[0], splitter="spectral")
     with pytest.raises(ValueError, match="positive integer k"):
         fit(two[0], tree={(): 0})
+    with pytest.raises(ValueError, match="min_coherence"):
+        fit(two[0], min_coherence=2.0)
+    with pytest.raises(ValueError, match="one k per node"):
+        fit(two[0], tree=[2, (2,)])  # level 1 has two nodes
 
 
 def test_hdbscan_splitter_finds_the_three_regions(three):
