@@ -6,7 +6,11 @@ direct beam of the mean pattern (the films have no vacuum), a sigmoid-trench ker
 the detector centre (k = 0 of the data), then ``StrainMap``: ``choose_basis_vectors``,
 ``set_max_peak_spacing``, ``fit_basis_vectors``, ``get_strain`` with a reference region
 given as a boolean map (stemkit LatticeFit's automatic reference of the same film, so the
-peer is not given a hand-picked region either). Timed: disk finding + strain (wall, CPU).
+peer is not given a hand-picked region either). Timed: disk finding + strain (wall, CPU). The fitted basis vectors (``g1x, g1y, g2x, g2y``,
+pixels, py4DSTEM axes) are saved too, so ``compare.py`` can also read py4DSTEM's own lattice
+fit through stemkit's finite-strain polar decomposition: py4DSTEM's ``get_strain`` is a
+first-order (infinitesimal) definition, which differs from DESIGN.md's ``F = V R`` by terms
+of the order of the rotation squared (4° ≈ 0.0024).
 
 py4DSTEM's qx is the first array axis (rows = stemkit's ky): its e_xx is stemkit's eyy,
 its e_yy stemkit's exx; e_xy is symmetric; and stemkit's rotation = +θ (degrees). These
@@ -83,7 +87,8 @@ def run(path: Path, reference: np.ndarray) -> dict:
         return np.where(bad, np.nan, v)
     return {"exx": clean(e_yy), "eyy": clean(e_xx), "exy": clean(e_xy), "rotation": clean(np.degrees(theta)),
             "raw_e_xx": e_xx, "raw_e_yy": e_yy, "raw_theta": theta, "wall_s": wall, "cpu_s": cpu,
-            "reference": reference, "peaks_per_pattern": np.mean([len(bragg.raw[i, j].qx) for i in range(5)
+            "reference": reference, **{name: strain.g1g2_map[name].data for name in ("g1x", "g1y", "g2x", "g2y")},
+            "peaks_per_pattern": np.mean([len(bragg.raw[i, j].qx) for i in range(5)
                                                                   for j in range(5)])}
 
 
