@@ -156,15 +156,14 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
     return index, table.g[index]
 
 
-def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float, sigma_s: float):
-    """For each peak, the reflection explaining it: index, squared distance, excitation error."""
+def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each peak, the reflection explaining it: its index and squared distance, ``(B, C, P)`` each."""
     s = excitation_error(g_lab, k0)  # (B, C, M)
     delta = points[:, None, :, None, :] - g_lab[:, :, None, :, :2]  # (B, C, P, M, 2)
     distance2 = (delta ** 2).sum(-1)
     cost = distance2 / radius ** 2 + (s ** 2 / STACK_SCALE ** 2)[:, :, None, :]
     best = cost.argmin(dim=-1)  # (B, C, P)
-    take = lambda a: torch.gather(a, -1, best.unsqueeze(-1)).squeeze(-1)  # noqa: E731
-    return best, take(distance2), torch.gather(s[:, :, None, :].expand_as(distance2), -1, best.unsqueeze(-1)).squeeze(-1)
+    return best, torch.gather(distance2, -1, best.unsqueeze(-1)).squeeze(-1)
 
 
 def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
@@ -244,7 +243,7 @@ def refine_candidates(
             index, chosen = _choose_reflections(current, table, reach, k0, settings.candidates, radius)
             amplitude = table.amplitude[index]
         g_lab = torch.einsum("bcij,bcmj->bcmi", current, chosen)
-        best, distance2, _ = _match(points, g_lab, k0, radius, settings.sigma_s)
+        best, distance2 = _match(points, g_lab, k0, radius)
         inside = (distance2 < radius ** 2).to(weights.dtype)
         omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings)
         current = skew_exp(omega) @ current
@@ -256,7 +255,7 @@ def _score(points, weights, total, rotations, table, reach, k0, settings) -> Ref
     index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0)
     g_lab = torch.einsum("bcij,bcmj->bcmi", rotations, chosen)
     radius = 3.0 * settings.sigma_xy
-    best, distance2, _ = _match(points, g_lab, k0, radius, settings.sigma_s)
+    best, distance2 = _match(points, g_lab, k0, radius)
     hit = (distance2 < radius ** 2) & (weights[:, None, :] > 0)
     explained = (weights[:, None, :] * hit).sum(-1) / total[:, None]
     s = excitation_error(g_lab, k0)
@@ -271,47 +270,3 @@ def _score(points, weights, total, rotations, table, reach, k0, settings) -> Ref
     return Refined(rotations=rotations, score=explained * complete.sqrt(), explained=explained, complete=complete,
                    rms=rms, matched=matched)
 
-
-def correlation(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
-                reach: torch.Tensor, k0: float, sigma_xy: float, sigma_s: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity ``(B, C)`` between measured and predicted sparse patterns.
-
-    Measured: peaks ``points`` (B, P, 2) with ``weights`` (B, P). Predicted: reflections
-    ``g_lab`` (B, C, M, 3) with weights ``amplitude · exp(-s² / 2σ_s²)`` inside ``reach``.
-    Each pair contributes ``exp(-|p - g_xy|² / 4σ_xy²)`` (the overlap of two Gaussian spots).
-    """
-    s = excitation_error(g_lab, k0)
-    lateral2 = g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2
-    predicted = amplitude / torch.sqrt(1.0 + (s / sigma_s.unsqueeze(-1)) ** 2)
-    predicted = predicted * (lateral2 <= (reach ** 2)[:, None, None])
-    delta2 = ((points[:, None, :, None, :] - g_lab[:, :, None, :, :2]) ** 2).sum(-1)
-    overlap = torch.exp(-delta2 / (4 * sigma_xy ** 2))
-    product = torch.einsum("bp,bcpm,bcm->bc", weights, overlap, predicted)
-    return product / (weights.norm(dim=-1)[:, None] * predicted.norm(dim=-1).clamp_min(1e-12))
-
-
-def polish(points: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor, table: ReflectionTable,
-           reach: torch.Tensor, k0: float, settings: RefinementSettings, steps: int = 25,
-           step_deg: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient ascent of :func:`correlation` over a small rotation and the excitation-error width."""
-    index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.05)
-    amplitude = table.amplitude[index]
-    omega = torch.zeros(*rotations.shape[:2], 3, dtype=rotations.dtype, requires_grad=True)
-    log_sigma = torch.full(rotations.shape[:2], float(np.log(settings.sigma_s)), dtype=rotations.dtype,
-                           requires_grad=True)
-    optimiser = torch.optim.Adam([{"params": [omega], "lr": np.radians(step_deg)},
-                                  {"params": [log_sigma], "lr": 0.1}])
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimiser.zero_grad()
-            g_lab = torch.einsum("bcij,bcmj->bcmi", skew_exp(omega) @ rotations, chosen)
-            value = correlation(points, weights, g_lab, amplitude, reach, k0, settings.sigma_xy,
-                                log_sigma.clamp(np.log(0.003), np.log(0.1)).exp())
-            (-value.sum()).backward()
-            optimiser.step()
-    with torch.no_grad():
-        final = skew_exp(omega) @ rotations
-        g_lab = torch.einsum("bcij,bcmj->bcmi", final, chosen)
-        value = correlation(points, weights, g_lab, amplitude, reach, k0, settings.sigma_xy,
-                            log_sigma.clamp(np.log(0.003), np.log(0.1)).exp())
-    return final.detach(), value

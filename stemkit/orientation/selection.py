@@ -100,12 +100,11 @@ def select(
     kx, ky, weight = peaks
     candidates = candidates_of(decoded)
     n, c = candidates.shape[:2]
-    phases = range(len(tables)) if all_phases else None
     rotations = torch.zeros(n, len(tables), c, 3, 3)
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
     for index, table in enumerate(tables):
-        members = torch.arange(n) if phases is not None else torch.as_tensor(np.flatnonzero(decoded.phase == index))
+        members = torch.arange(n) if all_phases else torch.as_tensor(np.flatnonzero(decoded.phase == index))
         if members.numel() == 0:
             continue
         refined = refine_candidates(kx[members], ky[members], weight[members], candidates[members], table,
