@@ -61,7 +61,7 @@ class ConfidenceModel:
         """Inverse of :meth:`to_dict`; refuses coefficients made for other features."""
         if list(values.get("features", [])) != list(FEATURE_NAMES):
             raise ValueError(f"the confidence model was fitted on features {values.get('features')}, this stemkit "
-                             f"computes {list(FEATURE_NAMES)}; calibrate again with stemkit.orientation.calibrate")
+                             f"computes {list(FEATURE_NAMES)}; calibrate again with stemkit.orientation.confidence.calibrate(mapper)")
         return cls(tuple(float(c) for c in values["coef"]), float(values["intercept"]),
                    float(values.get("tolerance_deg", TOLERANCE_DEG)))
 
