@@ -21,6 +21,10 @@ Reflections and kinematic diffraction (:mod:`stemkit.physics.reflections`, :mod:
     ``excitation_error``, ``intensity``, ``reflection_index``, ``valid``, ``hkl``; ``beam_fraction()``,
     ``to_dataset()``);
     ``excitation_error(g_lab, beam_energy_kev)``.
+Dynamical diffraction (:mod:`stemkit.physics.bloch`)
+    ``simulate_bloch(crystal, orientations, beam_energy_kev=, thickness=[...], k_max=, n_beams=, s_max=,
+    absorption=)`` → ``BlochPatterns`` (Bloch waves: (N, P) positions and hkl, (N, T, P) intensities as
+    fractions of the incident beam at every thickness, ``direct_beam``, ``at_thickness``, ``to_dataset()``).
 Rotations (:mod:`stemkit.physics.rotations`)
     ``quaternion_to_matrix``, ``matrix_to_quaternion``, ``as_rotation_matrices``, ``axis_angle_to_matrix``,
     ``quaternion_multiply``, ``quaternion_conjugate``, ``rotation_angle``, ``random_quaternions``,
@@ -33,6 +37,7 @@ lengths in 1/Å without 2π; excitation error positive inside the Ewald sphere.
 """
 
 from stemkit.data.units import wavelength_angstrom
+from stemkit.physics.bloch import BlochPatterns, simulate_bloch
 from stemkit.physics.crystal import Atom, Crystal
 from stemkit.physics.kinematic import KinematicPatterns, excitation_error, simulate_kinematic
 from stemkit.physics.presets import crystal, preset_names
@@ -63,6 +68,7 @@ from stemkit.physics.symmetry import PointGroup, laue_class
 
 __all__ = [
     "Atom",
+    "BlochPatterns",
     "Crystal",
     "KinematicPatterns",
     "PointGroup",
@@ -89,6 +95,7 @@ __all__ = [
     "relativistic_factor",
     "rotation_angle",
     "scattering_factor",
+    "simulate_bloch",
     "simulate_kinematic",
     "to_orix",
     "wavelength_angstrom",
