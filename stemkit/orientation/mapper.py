@@ -131,6 +131,7 @@ class OrientationMapper:
         seed: int = 0,
         progress: bool = True,
         verbose: bool = False,
+        warm_start: bool = False,
         **training: Any,
     ) -> OrientationMapper:
         """Train on patterns simulated for :attr:`phases`; resume from ``checkpoint_dir`` when it holds a checkpoint.
@@ -149,6 +150,11 @@ class OrientationMapper:
             Seeds the model's initialisation and every simulated batch.
         progress, verbose
             Progress bar; log lines when there is none.
+        warm_start
+            Start from this mapper's current weights (e.g. loaded with :meth:`load` or
+            :meth:`pretrained`) instead of a fresh initialisation, with a new optimiser and
+            schedule: fine-tuning, e.g. on other simulation ranges. A checkpoint in
+            ``checkpoint_dir`` still takes precedence (resumption).
         **training
             Other :class:`~stemkit.orientation.train.TrainingConfig` fields (``learning_rate``,
             ``validate_every``, ...).
@@ -160,12 +166,21 @@ class OrientationMapper:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = OrientationTransformer(self.model_config())
+        started_from = None
+        if warm_start:
+            if getattr(self, "model_", None) is None:
+                raise ValueError("warm_start=True needs weights to start from: load them first "
+                                 "(OrientationMapper.load(path) or OrientationMapper.pretrained(name))")
+            model.load_state_dict(self.model_.state_dict())
+            started_from = self.weights_sha256_ or "weights in memory"
         trainer = Trainer(model, crystals, self.training_augmentation(), config, device=device,
                           checkpoint_dir=checkpoint_dir, progress=progress, verbose=verbose)
         trainer.run()
         self.model_, self.crystals_, self.history_ = trainer.model.cpu().eval(), crystals, trainer.history
         self.training_record_ = {"steps": trainer.step, "training_config": asdict(trainer.config),
                                  "last_validation": _last_validation(trainer.history)}
+        if started_from is not None:
+            self.training_record_["warm_start_from"] = started_from
         self.weights_sha256_ = None
         return self
 

@@ -7,7 +7,10 @@ and a beam energy; :func:`~stemkit.physics.simulate_kinematic` gives its spots a
 of the incident beam (electrons conserved: the direct beam keeps ``1 / (1 + Σ I_g)``, as in
 :func:`stemkit.physics.specimens.polycrystal`). :func:`degrade` then does to the spots what
 the peak finder does to rendered, noisy patterns (calibrated against it, see
-:mod:`stemkit.orientation.calibration`):
+:mod:`stemkit.orientation.calibration`). A share ``bloch_fraction`` of the samples is
+dynamical instead (:func:`~stemkit.physics.simulate_bloch`: intensities that swing with
+thickness, double-diffraction spots, absorption), so that the model does not learn that
+|F|² decides which spots are bright:
 
 - **detection**: a disk of expected counts ``N`` (dose × fraction) on a background of
   ``B`` counts under the disk (``dose × β``, falling off with ``|k|`` like a Lorentzian) is
@@ -34,6 +37,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from stemkit.physics.bloch import simulate_bloch
 from stemkit.physics.crystal import Crystal
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal as preset_crystal
@@ -72,6 +76,9 @@ class Augmentation:
     detector_half_width: tuple[float, float] = (1.0, 2.0)  # from the beam to the detector edge
     detector_offset: float = 0.1  # beam off the detector's centre, up to this along each axis
     max_tokens: int = 48
+    bloch_fraction: float = 0.0  # share of samples whose spots are dynamical (Bloch waves) instead of kinematic
+    absorption: tuple[float, float] = (0.02, 0.1)  # κ of the Bloch waves' proportional absorption
+    bloch_beams: int = 64  # beams of each Bloch-wave calculation, the direct beam included
 
     def to_dict(self) -> dict:
         """Plain values, for JSON."""
@@ -166,7 +173,7 @@ def simulate_batch(
     """
     crystals = as_crystals(tuple(phases))
     conditions = draw_conditions(crystals, n, rng, augmentation)
-    spots = kinematic_spots(crystals, conditions, augmentation.s_max, augmentation.max_tokens + 16)
+    spots = simulated_spots(crystals, conditions, rng, augmentation)
     seen = degrade(spots, conditions.dose, rng, augmentation)
     features, mask = tokens_from_arrays(seen.kx, seen.ky, seen.counts, seen.valid,
                                         beam_energy_kev=conditions.beam_energy_kev, beam_radius=seen.probe_radius,
@@ -185,7 +192,7 @@ def simulate_seen_peaks(crystals: list[Crystal], n: int, seed: int, augmentation
                                                                     "energy_range_fraction": 0.0})
     rng = np.random.default_rng(seed)
     conditions = draw_conditions(crystals, n, rng, augmentation)
-    spots = kinematic_spots(crystals, conditions, augmentation.s_max, augmentation.max_tokens + 16)
+    spots = simulated_spots(crystals, conditions, rng, augmentation)
     return conditions, degrade(spots, conditions.dose, rng, augmentation)
 
 
@@ -203,6 +210,47 @@ def draw_conditions(crystals: list[Crystal], n: int, rng: np.random.Generator, a
         quaternions[members] = random_fundamental_zone(members.size, xtal.point_group, seed=rng)
     return Conditions(phase=phase, rotations=quaternion_to_matrix(quaternions), beam_energy_kev=energy,
                       thickness_nm=thickness, dose=dose)
+
+
+def simulated_spots(crystals: list[Crystal], conditions: Conditions, rng: np.random.Generator,
+                    aug: Augmentation) -> Spots:
+    """Kinematic spots, and for a share ``aug.bloch_fraction`` of the samples dynamical (Bloch-wave) ones instead.
+
+    Without Bloch waves no random number is drawn here (batches of such runs stay as they were).
+    """
+    width = aug.max_tokens + 16
+    spots = kinematic_spots(crystals, conditions, aug.s_max, width)
+    if aug.bloch_fraction <= 0:
+        return spots
+    dynamical = np.flatnonzero(rng.random(len(conditions.phase)) < aug.bloch_fraction)
+    absorption = rng.uniform(*aug.absorption)
+    if dynamical.size:
+        chosen = bloch_spots(crystals, conditions, dynamical, absorption, aug, width)
+        spots.kx[dynamical], spots.ky[dynamical], spots.fraction[dynamical] = chosen.kx, chosen.ky, chosen.fraction
+    return spots
+
+
+def bloch_spots(crystals: list[Crystal], conditions: Conditions, members: np.ndarray, absorption: float,
+                aug: Augmentation, width: int) -> Spots:
+    """The ``width`` brightest dynamical spots of the samples ``members`` (fractions of the incident beam)."""
+    n = members.size
+    kx, ky, fraction = (np.zeros((n, width)) for _ in range(3))
+    for index, xtal in enumerate(crystals):
+        for kev in np.unique(conditions.beam_energy_kev[members]):
+            rows = np.flatnonzero((conditions.phase[members] == index) & (conditions.beam_energy_kev[members] == kev))
+            if rows.size == 0:
+                continue
+            chosen = members[rows]
+            patterns = simulate_bloch(xtal, conditions.rotations[chosen], beam_energy_kev=float(kev),
+                                      thickness=10.0 * conditions.thickness_nm[chosen, None], k_max=K_MAX_SIMULATED,
+                                      n_beams=aug.bloch_beams, s_max=max(aug.s_max, 0.05), absorption=absorption,
+                                      precision="single")
+            bright = np.where(patterns.valid, patterns.intensity[:, 0], 0.0)
+            order = np.argsort(-bright, axis=1)[:, :width]
+            used = order.shape[1]
+            take = lambda values: np.take_along_axis(values, order, axis=1)  # noqa: E731
+            kx[rows, :used], ky[rows, :used], fraction[rows, :used] = take(patterns.kx), take(patterns.ky), take(bright)
+    return Spots(kx=kx, ky=ky, fraction=fraction)
 
 
 def kinematic_spots(crystals: list[Crystal], conditions: Conditions, s_max: float | None, width: int) -> Spots:

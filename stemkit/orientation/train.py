@@ -314,6 +314,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     for name in ("d_model", "n_heads", "n_layers", "feedforward", "n_hypotheses"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(model, name))
     parser.add_argument("--max-tokens", type=int, default=Augmentation().max_tokens)
+    parser.add_argument("--bloch-fraction", type=float, default=Augmentation().bloch_fraction,
+                        help="share of training patterns simulated dynamically (Bloch waves) instead of kinematically")
+    parser.add_argument("--init-weights", type=Path, default=None,
+                        help="fine-tune: start from the weights in this folder (same phases and model size) with a "
+                             "new optimiser and schedule")
     return parser
 
 
@@ -323,18 +328,36 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    augmentation = Augmentation(max_tokens=args.max_tokens, bloch_fraction=args.bloch_fraction)
     mapper = OrientationMapper(phases=tuple(args.phases), d_model=args.d_model, n_heads=args.n_heads,
                                n_layers=args.n_layers, feedforward=args.feedforward, n_hypotheses=args.n_hypotheses,
-                               max_tokens=args.max_tokens)
+                               max_tokens=args.max_tokens, augmentation=augmentation)
+    if args.init_weights is not None:
+        mapper = _warm_start_mapper(mapper, args.init_weights)
     training = {name: getattr(args, name) for name in ("learning_rate", "seed", "checkpoint_every", "validate_every",
                                                          "log_every", "warmup_steps", "validation_size")}
     mapper.fit(steps=args.steps, batch_size=args.batch_size, device=args.device, checkpoint_dir=args.checkpoint_dir,
-               progress=not args.no_progress, verbose=True, **training)
+               progress=not args.no_progress, verbose=True, warm_start=args.init_weights is not None, **training)
     export = args.export if args.export is not None else args.checkpoint_dir / "final"
     mapper.training_record_["command"] = " ".join(["python -m stemkit.orientation.train", *map(str, argv_of(args))])
     mapper.save(export)
     print(f"weights written to {export} (sha256 {mapper.weights_sha256_})", flush=True)
     return 0
+
+
+def _warm_start_mapper(mapper: Any, folder: Path) -> Any:
+    """``mapper`` (the run's settings) holding the weights of ``folder``, which must fit them."""
+    from stemkit.orientation.mapper import OrientationMapper
+
+    loaded = OrientationMapper.load(folder)
+    if loaded.model_config() != mapper.model_config():
+        raise ValueError(f"the weights in {folder} are for {loaded.model_config()}, but this run builds "
+                         f"{mapper.model_config()}; give the same --d-model, --n-layers, --n-hypotheses ... and phases")
+    names = lambda m: [p if isinstance(p, str) else p.name for p in m.phases]  # noqa: E731
+    if names(loaded) != names(mapper):
+        raise ValueError(f"the weights in {folder} are for phases {names(loaded)}, not {names(mapper)}")
+    mapper.model_, mapper.weights_sha256_ = loaded.model_, loaded.weights_sha256_
+    return mapper
 
 
 def argv_of(args: argparse.Namespace) -> list[str]:

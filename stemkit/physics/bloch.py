@@ -63,8 +63,9 @@ __all__ = ["BlochPatterns", "potential_coefficients", "propagate", "simulate_blo
 
 DEFAULT_CHUNK_SIZE = 128
 COUPLING_TOLERANCE = 1e-6  # |F| below this fraction of the largest counts as zero (an absence)
+CANDIDATE_STEP = 0.25  # 1/Å: the radius of the candidate beams is rounded up to this (shared across energies)
 SHELL_TOLERANCE = 1e-6  # relative: |s| closer than this to the first beam left out belong to its shell
-PADDING_EXCITATION_ERROR = 1e3  # 1/Å, the s of padding beams: decoupled and never excited
+PADDING_EXCITATION_ERROR = 10.0  # 1/Å, the s of padding beams: decoupled, never excited, beyond every real s
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class BlochPatterns:
     direct_beam
         Fraction of the incident beam left in the direct beam, (N, T).
     thickness_angstrom
-        The thicknesses, (T,).
+        The thicknesses, (T,), or (N, T) when they were given per orientation.
     beam_energy_kev, absorption, n_beams, crystal_name
         What was simulated.
     """
@@ -127,7 +128,7 @@ class BlochPatterns:
         return self.intensity[rows, index], self.direct_beam[rows, index]
 
     def to_dataset(self) -> Any:
-        """An ``xarray.Dataset`` on ``("pattern", "thickness", "peak")`` (thickness in Å)."""
+        """An ``xarray.Dataset`` on ``("pattern", "thickness", "peak")`` (coordinate ``thickness_angstrom``)."""
         import xarray as xr
 
         dims = ("pattern", "peak")
@@ -142,8 +143,9 @@ class BlochPatterns:
         }
         attrs = {"beam_energy_kev": self.beam_energy_kev, "crystal": self.crystal_name, "method": "bloch",
                  "absorption": self.absorption, "n_beams": self.n_beams}
-        return xr.Dataset(variables, coords={"thickness": ("thickness", self.thickness_angstrom, {"units": "Å"})},
-                          attrs=attrs)
+        dims = ("thickness",) if self.thickness_angstrom.ndim == 1 else ("pattern", "thickness")
+        coords = {"thickness_angstrom": (dims, self.thickness_angstrom, {"units": "Å"})}
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 @dataclass(frozen=True)
@@ -182,20 +184,19 @@ def potential_coefficients(crystal: Crystal, hkl: ArrayLike, beam_energy_kev: fl
     return factor / (np.pi * crystal.volume)
 
 
-def _potential_table(crystal: Crystal, beam_energy_kev: float, half_width: NDArray[np.int64]) -> _PotentialTable:
-    key = ("bloch-potential", float(beam_energy_kev), tuple(int(h) for h in half_width))
+def _rest_table(crystal: Crystal, half_width: tuple[int, int, int]) -> _PotentialTable:
+    """``F / (π V)`` (rest mass, no beam) on a cube of Miller indices; cached on the crystal."""
+    key = ("bloch-rest-potential", half_width)
     cached = crystal._cache.get(key)
     if cached is not None:
         return cached
     axes = [np.arange(-h, h + 1) for h in half_width]
     hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    k = 1.0 / wavelength_angstrom(beam_energy_kev)
-    values = potential_coefficients(crystal, hkl, beam_energy_kev) / k
+    values = crystal.structure_factor(hkl) / (np.pi * crystal.volume)
     largest = np.abs(values).max()
     values[np.abs(values) < COUPLING_TOLERANCE * largest] = 0.0
-    centre = tuple(int(h) for h in half_width)
-    mean = float(values[centre].real)
-    values[centre] = 0.0
+    mean = float(values[half_width].real)
+    values[half_width] = 0.0
     real = bool(np.all(np.abs(values.imag) <= 1e-9 * largest))
     table = _PotentialTable(values=values.real.copy() if real else values, half_width=np.asarray(half_width),
                             mean=mean, real=real)
@@ -203,21 +204,36 @@ def _potential_table(crystal: Crystal, beam_energy_kev: float, half_width: NDArr
     return table
 
 
+def _potential_table(crystal: Crystal, beam_energy_kev: float, half_width: ArrayLike) -> _PotentialTable:
+    """``U_g / K = γ λ F / (π V)`` of the beam on a cube of Miller indices (the mean ``U_0 / K`` apart)."""
+    rest = _rest_table(crystal, tuple(int(h) for h in half_width))
+    scale = relativistic_factor(beam_energy_kev) * wavelength_angstrom(beam_energy_kev)
+    return _PotentialTable(values=rest.values * scale, half_width=rest.half_width, mean=rest.mean * scale,
+                           real=rest.real)
+
+
 def _candidates(crystal: Crystal, g_cap: float) -> _Candidates:
-    """Lattice points within ``g_cap`` that can be excited (allowed, or one allowed step from an allowed one)."""
+    """Lattice points within ``g_cap`` that can be excited (allowed, or one allowed step from an allowed one).
+
+    ``g_cap`` is rounded up to a multiple of :data:`CANDIDATE_STEP` so that beam energies share the result.
+    """
+    g_cap = CANDIDATE_STEP * np.ceil(g_cap / CANDIDATE_STEP)
     key = ("bloch-candidates", float(g_cap))
     cached = crystal._cache.get(key)
     if cached is not None:
         return cached
     hkl = _lattice_points(crystal, g_cap)
-    factor = np.abs(crystal.structure_factor(hkl))
-    allowed = factor >= COUPLING_TOLERANCE * factor.max()
+    table = _rest_table(crystal, tuple(int(h) for h in 2 * np.max(np.abs(hkl), axis=0)))
+    width = 2 * table.half_width + 1
+    flat = lambda h: ((h[..., 0] + table.half_width[0]) * width[1] + h[..., 1] + table.half_width[1]) * width[2] \
+        + h[..., 2] + table.half_width[2]  # noqa: E731
+    coupling = np.abs(table.values.ravel())
+    allowed = coupling[flat(hkl)] > 0
     reachable = allowed.copy()
     forbidden = np.flatnonzero(~allowed)
-    if forbidden.size:
+    if forbidden.size and allowed.any():
         steps = hkl[forbidden, None, :] - hkl[None, allowed, :]  # forbidden point minus each allowed one
-        step_factor = np.abs(crystal.structure_factor(steps.reshape(-1, 3))).reshape(steps.shape[:2])
-        reachable[forbidden] = np.any(step_factor >= COUPLING_TOLERANCE * factor.max(), axis=1)
+        reachable[forbidden] = np.any(coupling[flat(steps)] > 0, axis=1)
     hkl = hkl[reachable]
     g = crystal.g_vectors(hkl)
     result = _Candidates(hkl=hkl, g=np.ascontiguousarray(g.T), g_squared=np.sum(g**2, axis=1))
@@ -275,7 +291,7 @@ def propagate(matrix: NDArray, thickness: ArrayLike, absorption_matrix: NDArray 
     matrix
         Structure matrices (B, n, n), Hermitian, beam 0 the incident one.
     thickness
-        Thicknesses in Å, (T,).
+        Thicknesses in Å, (T,), or (B, T) for thicknesses of each orientation.
     absorption_matrix
         The absorptive potential ``A'`` (B, n, n) or None; its Bloch-wave expectation values
         ``q_j`` damp each Bloch wave as ``exp(-π q_j t)`` (first-order perturbation).
@@ -289,11 +305,12 @@ def propagate(matrix: NDArray, thickness: ArrayLike, absorption_matrix: NDArray 
         Complex amplitudes (B, T, n); ``|φ|²`` are fractions of the incident beam.
     """
     thickness = np.atleast_1d(np.asarray(thickness, dtype=float))
+    thickness = thickness[None, :, None] if thickness.ndim == 1 else thickness[:, :, None]
     eigenvalues, vectors = _eigh(matrix, precision)
-    phase = 1j * np.pi * eigenvalues[:, None, :] * thickness[None, :, None]
+    phase = 1j * np.pi * eigenvalues[:, None, :] * thickness
     if absorption_matrix is not None:
         decay = np.sum(vectors.conj() * (absorption_matrix @ vectors), axis=1).real
-        phase = phase - np.pi * decay[:, None, :] * thickness[None, :, None]
+        phase = phase - np.pi * decay[:, None, :] * thickness
     excitation = vectors[:, 0, :].conj()  # C^H e_0: how much of each Bloch wave the incident beam excites
     return (np.exp(phase) * excitation[:, None, :]) @ np.swapaxes(vectors, 1, 2)
 
@@ -337,7 +354,8 @@ def simulate_bloch(
     beam_energy_kev
         Beam energy in keV.
     thickness
-        Foil thickness(es) in Å, one number or a list (T,): all are computed at once.
+        Foil thickness(es) in Å, one number or a list (T,): all are computed at once; or
+        (N, T), thicknesses of each orientation (e.g. (N, 1): one thickness per pattern).
     k_max
         Largest distance of a beam from the direct beam on the detector, 1/Å.
     n_beams
@@ -369,32 +387,37 @@ def simulate_bloch(
     >>> np.allclose(total, 1.0)
     True
     """
-    thickness = _checked_thickness(thickness)
-    _check_arguments(crystal, beam_energy_kev, k_max, n_beams, s_max, absorption)
     rotations = as_rotation_matrices(orientations).astype(float)
+    thickness = _checked_thickness(thickness, len(rotations))
+    _check_arguments(crystal, beam_energy_kev, k_max, n_beams, s_max, absorption)
     k = 1.0 / wavelength_angstrom(beam_energy_kev)
     candidates = _candidates(crystal, float(np.hypot(k_max, s_max + k_max**2 / k)))
     half_width = 2 * np.max(np.abs(candidates.hkl), axis=0) if len(candidates.hkl) else np.ones(3, int)
     table = _potential_table(crystal, beam_energy_kev, np.maximum(half_width, 1))
-    parts = [_simulate_chunk(rotations[start:start + chunk_size], candidates, table, k, thickness, k_max, n_beams,
+    chunk_size = max(1, int(chunk_size))
+    per_pattern = thickness.ndim == 2
+    parts = [_simulate_chunk(rotations[start:start + chunk_size], candidates, table, k,
+                             thickness[start:start + chunk_size] if per_pattern else thickness, k_max, n_beams,
                              s_max, absorption, precision)
-             for start in range(0, len(rotations), max(1, int(chunk_size)))]
+             for start in range(0, len(rotations), chunk_size)]
     fields = [np.concatenate([part[i] for part in parts]) if parts else None for i in range(7)]
     if not parts:
         p = n_beams - 1
         fields = [np.zeros((0, p)), np.zeros((0, p)), np.zeros((0, p)), np.zeros((0, p, 3), np.int64),
-                  np.zeros((0, p), bool), np.zeros((0, len(thickness), p)), np.zeros((0, len(thickness)))]
+                  np.zeros((0, p), bool), np.zeros((0, thickness.shape[-1], p)), np.zeros((0, thickness.shape[-1]))]
     kx, ky, s, hkl, valid, intensity, direct = fields
     return BlochPatterns(kx=kx, ky=ky, excitation_error=s, hkl=hkl, valid=valid, intensity=intensity,
                          direct_beam=direct, thickness_angstrom=thickness, beam_energy_kev=float(beam_energy_kev),
                          absorption=float(absorption), n_beams=int(n_beams), crystal_name=crystal.name)
 
 
-def _checked_thickness(thickness: ArrayLike) -> NDArray[np.float64]:
+def _checked_thickness(thickness: ArrayLike, n: int) -> NDArray[np.float64]:
     values = np.atleast_1d(np.asarray(thickness, dtype=float))
-    if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError(f"thickness must be one or more finite, non-negative foil thicknesses in Å (e.g. "
-                         f"[50, 100, 200]); got {thickness!r}.")
+    shape_ok = values.ndim == 1 or (values.ndim == 2 and values.shape[0] == n)
+    if not shape_ok or values.size == 0 or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"thickness must be one or more finite, non-negative foil thicknesses in Å, (T,) for every "
+                         f"orientation or (N, T) = ({n}, T) per orientation (e.g. [50, 100, 200]); got "
+                         f"{np.shape(thickness)} {thickness!r}."[:400])
     return values
 
 

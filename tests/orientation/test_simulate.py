@@ -110,3 +110,24 @@ def test_simulated_peaks_look_like_find_peaks_on_rendered_patterns():
     assert found.detection_counts_50 / 2 <= simulated.detection_counts_50 <= 2 * found.detection_counts_50
     assert simulated.position_error_px_median < 0.5 and found.position_error_px_median < 0.5
     assert abs(simulated.log_range_median - found.log_range_median) < 1.5
+
+
+def test_a_share_of_the_samples_is_dynamical():
+    from stemkit.orientation.simulate import bloch_spots, draw_conditions, kinematic_spots
+    from stemkit.physics import crystal
+
+    crystals = [crystal("Cu"), crystal("Cu2O")]
+    aug = Augmentation(bloch_fraction=1.0, thickness_nm=(30.0, 60.0))
+    conditions = draw_conditions(crystals, 24, np.random.default_rng(5), aug)
+    members = np.arange(24)
+    dynamical = bloch_spots(crystals, conditions, members, 0.05, aug, 64)
+    kinematic = kinematic_spots(crystals, conditions, aug.s_max, 64)
+    total = dynamical.fraction.sum(axis=1)
+    assert np.all((total > 0) & (total < 1))  # the direct beam and absorption keep the rest
+    # thick foils: the brightest spots' shares are not the kinematic ones
+    top = lambda spots: np.sort(spots.fraction, axis=1)[:, -3:]  # noqa: E731
+    assert np.median(np.abs(top(dynamical) - top(kinematic)) / top(kinematic).clip(1e-9)) > 0.2
+    batch = simulate_batch(("Cu", "Cu2O"), 64, np.random.default_rng(6), Augmentation(bloch_fraction=0.5))
+    assert batch.mask.sum(axis=1).mean() > 3
+    again = simulate_batch(("Cu", "Cu2O"), 64, np.random.default_rng(6), Augmentation(bloch_fraction=0.5))
+    np.testing.assert_array_equal(batch.features, again.features)

@@ -96,3 +96,21 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
                 checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="n_phases"):
         Trainer(OrientationTransformer(TINY), ("Cu",), Augmentation(max_tokens=24), other, progress=False)
+
+
+def test_warm_start_continues_from_the_given_weights(tmp_path):
+    from stemkit.orientation import OrientationMapper
+
+    small = dict(d_model=16, n_heads=2, n_layers=1, feedforward=32, max_tokens=24)
+    first = OrientationMapper(("Cu", "Cu2O"), **small).fit(steps=2, batch_size=32, progress=False, warm_start=False,
+                                                           validation_size=16, chunk_size=16)
+    second = OrientationMapper(("Cu", "Cu2O"), **small)
+    with pytest.raises(ValueError, match="pretrained"):
+        second.fit(steps=1, warm_start=True)
+    second.model_, second.weights_sha256_ = first.model_, "abc"
+    second.fit(steps=1, batch_size=32, progress=False, warm_start=True, learning_rate=1e-12, validation_size=16,
+               chunk_size=16, seed=7)
+    assert state_dict_equal(first.model_.state_dict(), second.model_.state_dict()) or all(
+        torch.allclose(a, b, atol=1e-6) for a, b in zip(first.model_.state_dict().values(),
+                                                         second.model_.state_dict().values()))
+    assert second.training_record_["warm_start_from"] == "abc"

@@ -138,6 +138,9 @@ def test_at_thickness_and_dataset():
     intensity, direct = patterns.at_thickness([0, 2, 1])
     np.testing.assert_array_equal(intensity[1], patterns.intensity[1, 2])
     np.testing.assert_array_equal(direct, patterns.direct_beam[[0, 1, 2], [0, 2, 1]])
+    each = simulate_bloch(crystal("Cu"), random_quaternions(3, seed=8), beam_energy_kev=300.0,
+                          thickness=[[50], [200], [100]], chunk_size=2)
+    np.testing.assert_allclose(each.intensity[:, 0], intensity, atol=1e-12)
     dataset = patterns.to_dataset()
     assert dataset.intensity.dims == ("pattern", "thickness", "peak")
     assert dataset.attrs["method"] == "bloch"
@@ -148,6 +151,7 @@ def test_at_thickness_and_dataset():
     [
         ({"thickness": [-5]}, "thickness"),
         ({"thickness": []}, "thickness"),
+        ({"thickness": [[100], [200]]}, "per orientation"),
         ({"n_beams": 1}, "n_beams"),
         ({"absorption": 1.5}, "absorption"),
         ({"beam_energy_kev": 0}, "beam_energy_kev"),
