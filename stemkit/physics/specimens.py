@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike
 
 from stemkit.data.datacube import datacube
 from stemkit.data.contract import SCAN_DIMS
+from stemkit.physics.bloch import simulate_bloch
 from stemkit.physics.crystal import Crystal
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal as preset_crystal
@@ -50,6 +51,8 @@ from stemkit.physics.render import (
 from stemkit.physics.rotations import axis_angle_to_matrix, quaternion_to_matrix, random_fundamental_zone
 
 MIN_FRACTION = 1e-7
+DIFFRACTION_MODELS = ("kinematic", "bloch")
+BLOCH_BEAMS = 128  # beams of the generators' Bloch-wave calculations (few orientations each: accuracy first)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,13 @@ class Optics:
     background_width: float = 0.4
     ellipticity: tuple[float, float] | None = None
     saturation: float | None = None
+    diffraction: str = "kinematic"
+    absorption: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.diffraction not in DIFFRACTION_MODELS:
+            raise ValueError(f"diffraction must be one of {DIFFRACTION_MODELS} (kinematic: |F|² with a thickness "
+                             f"shape factor; bloch: dynamical, Bloch waves); got {self.diffraction!r}.")
 
     def detector(self) -> Detector:
         """The detector these settings describe."""
@@ -94,6 +104,8 @@ def spot_patterns(
         Arrays ``(n, 1 + n_reflections)`` in 1/Å and fractions that sum to 1 per pattern.
     """
     k_max = optics.detector().k_max() if k_max is None else k_max
+    if optics.diffraction == "bloch":
+        return _bloch_spot_patterns(crystal, rotations, thickness_nm, optics, k_max)
     spots = simulate_kinematic(crystal, rotations, beam_energy_kev=optics.beam_energy_kev, k_max=k_max,
                                thickness=10.0 * np.atleast_1d(thickness_nm), dtype=np.float64)
     fraction = np.where(spots.valid, spots.beam_fraction(), 0.0)
@@ -104,6 +116,20 @@ def spot_patterns(
     kx = np.concatenate([np.zeros((n, 1)), np.where(spots.valid, spots.kx, 0.0)], axis=1)
     ky = np.concatenate([np.zeros((n, 1)), np.where(spots.valid, spots.ky, 0.0)], axis=1)
     return kx, ky, np.concatenate([1.0 / total, fraction], axis=1)
+
+
+def _bloch_spot_patterns(crystal: Crystal, rotations: np.ndarray, thickness_nm: np.ndarray, optics: Optics,
+                         k_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dynamical spots (direct beam first); what absorption took is missing from the sum."""
+    patterns = simulate_bloch(crystal, rotations, beam_energy_kev=optics.beam_energy_kev,
+                              thickness=10.0 * np.atleast_1d(thickness_nm)[:, None], k_max=k_max,
+                              n_beams=BLOCH_BEAMS, absorption=optics.absorption)
+    fraction = np.where(patterns.valid, patterns.intensity[:, 0], 0.0)
+    fraction = np.where(fraction > MIN_FRACTION, fraction, 0.0)
+    n = len(rotations)
+    kx = np.concatenate([np.zeros((n, 1)), patterns.kx], axis=1)
+    ky = np.concatenate([np.zeros((n, 1)), patterns.ky], axis=1)
+    return kx, ky, np.concatenate([patterns.direct_beam[:, :1], fraction], axis=1)
 
 
 def polycrystal(
@@ -122,6 +148,7 @@ def polycrystal(
     descan: Field | None = None,
     ellipticity: tuple[float, float] | None = None,
     saturation: float | None = None,
+    diffraction: str = "kinematic",
     seed: int = 0,
     lazy: bool = False,
 ) -> xr.Dataset:
@@ -157,6 +184,10 @@ def polycrystal(
         from +kx (disks and positions alike).
     saturation
         Counts at which a detector pixel saturates.
+    diffraction
+        ``"kinematic"`` (|F|² times the thickness shape factor, electrons conserved) or
+        ``"bloch"`` (dynamical: :func:`~stemkit.physics.simulate_bloch` with
+        :data:`BLOCH_BEAMS` beams and proportional absorption 0.05).
     seed
         Seed for grains, orientations, phases and noise.
     lazy
@@ -173,7 +204,7 @@ def polycrystal(
     crystals = [preset_crystal(p) if isinstance(p, str) else p for p in phases]
     optics = Optics(beam_energy_kev=beam_energy_kev, convergence_mrad=convergence_mrad, pattern_size=pattern_size,
                     k_step=k_step, background_fraction=background_fraction, ellipticity=ellipticity,
-                    saturation=saturation)
+                    saturation=saturation, diffraction=diffraction)
     shifts = _descan_field(descan, scan_shape)
     grain = voronoi_labels(scan_shape, n_grains, rng)
     phase_of_grain = rng.integers(len(crystals), size=n_grains)
@@ -205,7 +236,7 @@ def polycrystal(
         beam_energy_kev=beam_energy_kev,
         attrs={
             "convergence_mrad": convergence_mrad,
-            "source": f"stemkit.physics.polycrystal(seed={seed})",
+            "source": f"stemkit.physics.polycrystal(seed={seed}, diffraction={diffraction!r})",
             "dose_electrons": -1.0 if dose is None else float(dose),
         },
     )
@@ -608,6 +639,7 @@ def strained_film(
     descan: Field | None = None,
     ellipticity: tuple[float, float] | None = None,
     saturation: float | None = None,
+    diffraction: str = "kinematic",
     seed: int = 0,
     lazy: bool = False,
 ) -> xr.Dataset:
@@ -660,6 +692,10 @@ def strained_film(
         Probe step.
     descan, ellipticity, saturation
         Instrument imperfections, as in :func:`polycrystal`.
+    diffraction
+        ``"kinematic"`` (|F|² times the thickness shape factor, electrons conserved) or
+        ``"bloch"`` (dynamical: :func:`~stemkit.physics.simulate_bloch` with
+        :data:`BLOCH_BEAMS` beams and proportional absorption 0.05).
     seed
         Seed of the noise (row ``r`` is drawn from ``(seed, r)``).
     lazy
@@ -683,7 +719,7 @@ def strained_film(
     crystals = _film_crystals(crystal, heterostructure)
     optics = Optics(beam_energy_kev=beam_energy_kev, convergence_mrad=convergence_mrad, pattern_size=pattern_size,
                     k_step=k_step, background_fraction=background_fraction, ellipticity=ellipticity,
-                    saturation=saturation)
+                    saturation=saturation, diffraction=diffraction)
     shifts = _descan_field(descan, scan_shape)
     fields = {name: _field(value, name, scan_shape)
               for name, value in (("exx", exx), ("eyy", eyy), ("exy", exy), ("rotation", rotation))}
@@ -700,7 +736,7 @@ def strained_film(
     truth = _film_truth(fields, deformation, material, crystals, zone_axis)
     cube = datacube(intensity, scan_step_nm=scan_step_nm, k_step=k_step, beam_energy_kev=beam_energy_kev, attrs={
         "convergence_mrad": convergence_mrad,
-        "source": f"stemkit.physics.strained_film(seed={seed})",
+        "source": f"stemkit.physics.strained_film(seed={seed}, diffraction={diffraction!r})",
         "dose_electrons": -1.0 if dose is None else float(dose),
     })
     variables = {"intensity": cube} | _strain_variables(truth, SCAN_DIMS, crystals[0].name) | _descan_truth(shifts, scan_shape)
@@ -885,6 +921,7 @@ def deformed_flake(
     dose: float | None = 1e5,
     background_fraction: float = 0.05,
     scan_step_nm: float = 2.0,
+    diffraction: str = "kinematic",
     seed: int = 0,
     lazy: bool = False,
 ) -> xr.Dataset:
@@ -934,6 +971,10 @@ def deformed_flake(
         Weight ``w`` of the Lorentzian background (also in vacuum).
     scan_step_nm
         Probe step.
+    diffraction
+        ``"kinematic"`` (|F|² times the thickness shape factor, electrons conserved) or
+        ``"bloch"`` (dynamical: :func:`~stemkit.physics.simulate_bloch` with
+        :data:`BLOCH_BEAMS` beams and proportional absorption 0.05).
     seed
         Seed of the flake's outline and of the noise (row ``r`` from ``(seed, r)``).
     lazy
@@ -956,7 +997,7 @@ def deformed_flake(
     _check_strain(*strain)
     crystals = [_as_crystal(crystal), _as_crystal(composition)]
     optics = Optics(beam_energy_kev=beam_energy_kev, convergence_mrad=convergence_mrad, pattern_size=pattern_size,
-                    k_step=k_step, background_fraction=background_fraction)
+                    k_step=k_step, background_fraction=background_fraction, diffraction=diffraction)
     regions = _flake_regions(thickness_nm, thick_factor, strain, rotation, ripple_tilt, int(n_ripples), bend_tilt)
     labels = _flake_labels(scan_shape, int(n_ripples), np.random.default_rng(seed))
     table = _region_truth(regions, crystals, zone_axis)
@@ -964,7 +1005,7 @@ def deformed_flake(
     intensity = noisy_cube(patterns, labels, optics, dose=dose, seed=seed, lazy=lazy)
     cube = datacube(intensity, scan_step_nm=scan_step_nm, k_step=k_step, beam_energy_kev=beam_energy_kev, attrs={
         "convergence_mrad": convergence_mrad,
-        "source": f"stemkit.physics.deformed_flake(seed={seed})",
+        "source": f"stemkit.physics.deformed_flake(seed={seed}, diffraction={diffraction!r})",
         "dose_electrons": -1.0 if dose is None else float(dose),
     })
     return xr.Dataset(

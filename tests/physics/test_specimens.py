@@ -108,3 +108,20 @@ def test_ellipticity_stretches_the_pattern_and_saturation_clips():
     np.testing.assert_allclose(ly[nearest], ry[far], atol=0.01)
     clipped = polycrystal(scan_shape=(2, 2), n_grains=1, seed=3, dose=1e6, saturation=500)
     assert float(clipped.intensity.max()) == 500
+
+
+@pytest.mark.parametrize("generator", ["polycrystal", "strained_film", "deformed_flake"])
+def test_every_generator_can_diffract_dynamically(generator):
+    from stemkit.physics import specimens
+
+    make = getattr(specimens, generator)
+    args = dict(scan_shape=(6, 6), pattern_size=48, dose=None, seed=2)
+    if generator == "polycrystal":
+        args |= dict(n_grains=3, thickness_nm=(40.0, 60.0))
+    kinematic, dynamical = make(**args), make(diffraction="bloch", **args)
+    assert "bloch" in dynamical.intensity.attrs["source"]
+    a, b = kinematic.intensity.values, dynamical.intensity.values
+    assert a.shape == b.shape and np.all(np.isfinite(b)) and b.min() >= 0
+    assert np.abs(a - b).max() > 1e-3 * a.max()  # thick foils: dynamical intensities are not kinematic ones
+    with pytest.raises(ValueError, match="kinematic.*bloch|bloch.*kinematic"):
+        make(diffraction="multislice", **args)
