@@ -28,6 +28,9 @@ from stemkit.io import load, save, supported_formats
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stemkit`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # torch is imported only by the command that needs it
+        return _run_train(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -69,11 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     orient.add_argument("--no-progress", action="store_true")
     orient.set_defaults(run=_run_orient)
 
-    from stemkit.orientation.train import add_arguments
-
-    train = commands.add_parser("train", help="train an orientation model on simulated patterns (resumable)")
-    add_arguments(train)
-    train.set_defaults(run=_run_train)
+    # `stemkit train ...` is handed to stemkit.orientation.train before this parser is built (see main)
+    commands.add_parser("train", help="train an orientation model on simulated patterns (resumable); "
+                                      "`stemkit train --help` lists its options")
 
     cluster = commands.add_parser("cluster", help="divisive clustering of the patterns of a 4D-STEM file")
     _add_input_arguments(cluster)
@@ -235,10 +236,14 @@ def _run_orient(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from stemkit.orientation.train import run_from_args
+def _run_train(argv: list[str]) -> int:
+    from stemkit.orientation.train import main as train
 
-    return run_from_args(args)
+    try:
+        return train(argv, prog="stemkit train")
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"stemkit train: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run_info(args: argparse.Namespace) -> int:

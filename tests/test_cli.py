@@ -112,3 +112,16 @@ def test_report_without_the_patterns_says_how_to_give_them(tmp_path, capsys):
     result = save(xr.Dataset({"a": (("scan_y", "scan_x"), np.zeros((2, 2)))}), tmp_path / "maps.nc")
     assert main(["report", str(result), "-o", str(tmp_path / "r.html")]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_the_command_starts_without_torch():
+    """`stemkit info`, `formats` and `--help` do not pay for importing torch; `stemkit train --help` works."""
+    import subprocess
+    import sys
+
+    code = "import sys; from stemkit.cli import _parser; _parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+    help_text = subprocess.run([sys.executable, "-m", "stemkit.cli", "train", "--help"], capture_output=True,
+                               text=True)
+    assert help_text.returncode == 0 and "stemkit train" in help_text.stdout and "--bloch-fraction" in help_text.stdout

@@ -376,9 +376,9 @@ def argv_of(args: argparse.Namespace) -> list[str]:
     return words
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m stemkit.orientation.train``."""
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m stemkit.orientation.train",
+def main(argv: Sequence[str] | None = None, prog: str = "python -m stemkit.orientation.train") -> int:
+    """``python -m stemkit.orientation.train`` (and ``stemkit train``)."""
+    parser = add_arguments(argparse.ArgumentParser(prog=prog,
                                                    description="Train the orientation transformer on simulated data"))
     return run_from_args(parser.parse_args(argv))
 
