@@ -19,12 +19,15 @@ import xarray as xr
 
 from stemkit.data.contract import DIMS
 from stemkit.io.attrs_codec import decode_attrs, encode_attrs
-from stemkit.io.lazy import pattern_chunks
+from stemkit.io.lazy import inner_chunks, pattern_chunks
 
 KIND_ATTR = "stemkit_kind"
 NAME_ATTR = "stemkit_dataarray_name"
 DTYPE_ATTR = "stemkit_dtype"
 NO_NAME = "__stemkit_unnamed__"
+# Variable-length text as xarray and h5py mark it: with the element type in the dtype, xarray writes a
+# dask-backed string variable chunk by chunk instead of computing it first to find out what it holds.
+VLEN_STR = np.dtype("O", metadata={"element_type": str})
 ZARR_SUFFIXES = (".zarr",)
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 
@@ -81,8 +84,8 @@ def _to_storable_dataset(obj: xr.DataArray | xr.Dataset) -> xr.Dataset:
     fixed_width = {name: v.dtype.str for name, v in dataset.variables.items() if v.dtype.kind == "U"}
     # Fixed-width unicode is stored as variable-length text (specified in zarr v3 and netCDF-4);
     # its numpy dtype is recorded and restored on load.
-    dataset = dataset.assign({n: dataset[n].astype(object) for n in fixed_width if n in dataset.data_vars})
-    dataset = dataset.assign_coords({n: dataset[n].astype(object) for n in fixed_width if n in dataset.coords})
+    dataset = dataset.assign({n: dataset[n].astype(VLEN_STR) for n in fixed_width if n in dataset.data_vars})
+    dataset = dataset.assign_coords({n: dataset[n].astype(VLEN_STR) for n in fixed_width if n in dataset.coords})
     for name, variable in dataset.variables.items():
         variable.attrs = encode_attrs(variable.attrs)
         if name in fixed_width:
@@ -91,11 +94,24 @@ def _to_storable_dataset(obj: xr.DataArray | xr.Dataset) -> xr.Dataset:
 
 
 def _zarr_encoding(dataset: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """4D cubes are sharded: shards of ~32 MiB of whole patterns (the dask chunks), inner chunks of a few patterns."""
     encoding = {}
     for name, variable in dataset.data_vars.items():
-        if variable.dims == DIMS and variable.chunks is None:
-            encoding[name] = {"chunks": pattern_chunks(variable.shape, variable.dtype.itemsize)}
+        if variable.dims != DIMS:
+            continue
+        if variable.chunks is None:
+            shard = pattern_chunks(variable.shape, variable.dtype.itemsize)
+        elif _regular(variable.chunks):
+            shard = tuple(sizes[0] for sizes in variable.chunks)
+        else:
+            continue  # irregular dask chunks: stored as they are, one zarr chunk each
+        encoding[name] = {"chunks": inner_chunks(shard), "shards": shard}
     return encoding
+
+
+def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
+    """Every chunk along each axis the same size but the last, which may be smaller."""
+    return all(len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0] for sizes in chunks)
 
 
 def _netcdf_encoding(dataset: xr.Dataset) -> dict[str, dict[str, Any]]:
@@ -128,13 +144,24 @@ def _replace(new: Path, target: Path) -> None:
 def read_native(path: Path, fmt: str, *, lazy: bool) -> xr.DataArray | xr.Dataset:
     """Read a file written by :func:`write_native` (or any zarr/netCDF holding an xarray Dataset)."""
     if fmt == "zarr":
-        dataset = xr.open_zarr(path, chunks={} if lazy else None, consolidated=False)
+        dataset = xr.open_zarr(path, chunks=_zarr_dask_chunks(path) if lazy else None, consolidated=False)
     else:
         dataset = xr.open_dataset(path, engine="h5netcdf", chunks={} if lazy else None)
     if not lazy:
         dataset = dataset.load()
         dataset.close()
     return _from_stored_dataset(dataset)
+
+
+def _zarr_dask_chunks(path: Path) -> dict[str, int]:
+    """Dask chunks of a lazy zarr read: the shards of a sharded cube (reads of one pattern still decode only
+    its inner chunk), otherwise the stored chunks."""
+    with xr.open_zarr(path, chunks=None, consolidated=False) as probe:
+        for variable in probe.data_vars.values():
+            shards = variable.encoding.get("shards")
+            if shards:
+                return dict(zip(variable.dims, shards))
+    return {}
 
 
 def _from_stored_dataset(dataset: xr.Dataset) -> xr.DataArray | xr.Dataset:

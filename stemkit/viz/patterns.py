@@ -69,7 +69,9 @@ class PatternReader:
         Canonical 4D DataArray.
     cached_chunks
         Decoded dask chunks kept in memory (each is one chunk of whole patterns, about
-        32 MiB for files written by :func:`stemkit.save`).
+        32 MiB for files written by :func:`stemkit.save`). A zarr cube written by
+        :func:`stemkit.save` is sharded: one pattern is then read alone (its ~1 MiB inner
+        chunk), not its whole dask chunk.
     """
 
     def __init__(self, data: xr.DataArray, *, cached_chunks: int = 2) -> None:
@@ -78,6 +80,8 @@ class PatternReader:
         self._grid = ChunkGrid.of(self.data) if self.lazy else None
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached_chunks = max(1, int(cached_chunks))
+        # a sharded zarr cube (stemkit.save) decodes one small inner chunk for one pattern: read just that
+        self.reads_single_patterns = self.lazy and bool(self.data.encoding.get("shards"))
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -91,6 +95,8 @@ class PatternReader:
         if not self.lazy:
             return np.asarray(self.data.data[iy, ix])
         by, bx = self._grid.block_of(iy, ix)
+        if self.reads_single_patterns and (by, bx) not in self._cache:
+            return np.asarray(self.data.data[iy, ix].compute(scheduler="synchronous"))
         block = self._chunk(by, bx)
         sy, sx = self._grid.slices(by, bx)
         return block[iy - sy.start, ix - sx.start]

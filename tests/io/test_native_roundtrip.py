@@ -1,5 +1,6 @@
 """stemkit.save / stemkit.load round-trip DataArrays and result Datasets exactly, and never lose a file."""
 
+import warnings
 from pathlib import Path
 
 import dask.array as da
@@ -67,6 +68,29 @@ def test_dask_cube_saves_chunkwise_and_loads_lazily(tmp_path, suffix):
     xr.testing.assert_identical(back.compute(), cube)
 
 
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_lazy_dataset_with_text_is_written_chunk_by_chunk(tmp_path, suffix):
+    # a dask-backed result (e.g. orientation maps from xr.map_blocks) is computed once, while it is written,
+    # not first loaded whole to find out what its text variable holds
+    ds = peaks_dataset()
+    computed = []
+
+    def phase_block(block):
+        computed.append(block.shape)
+        return block
+
+    lazy = ds.chunk({"scan_y": 2})
+    phase = da.map_blocks(phase_block, lazy["phase"].data, dtype=ds["phase"].dtype, meta=np.array((), ds["phase"].dtype))
+    lazy["phase"] = lazy["phase"].copy(data=phase)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # xarray warns (SerializationWarning) when it loads a dask variable to save it
+        path = stemkit.save(lazy, tmp_path / f"lazy{suffix}")
+    assert sorted(computed) == [(1, 4), (2, 4)]
+    back = stemkit.load(path)
+    xr.testing.assert_identical(back, ds)
+    assert back["phase"].dtype == ds["phase"].dtype
+
+
 def test_lazy_is_chosen_by_size(tmp_path, monkeypatch):
     path = stemkit.save(make_cube(), tmp_path / "c.zarr")
     assert not isinstance(stemkit.load(path).data, da.Array)
@@ -122,3 +146,27 @@ def test_corrupt_native_file_gives_a_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(stemkit.FileFormatError, match="empty.zarr"):
         stemkit.load(empty)
+
+
+@pytest.mark.parametrize("dask_chunks", [None, (2, 12, 16, 16)])
+def test_zarr_cubes_are_sharded_so_one_pattern_reads_alone(tmp_path, dask_chunks):
+    import zarr
+
+    from stemkit.viz.patterns import PatternReader
+
+    cube = make_cube((6, 12, 16, 16))
+    if dask_chunks is not None:
+        cube = cube.chunk(dict(zip(cube.dims, dask_chunks)))
+    path = stemkit.save(cube, tmp_path / "cube.zarr")
+    group = zarr.open_group(path, mode="r")
+    (stored,) = [group[key] for key in group.array_keys() if group[key].ndim == 4]
+    shard = dask_chunks or lazy_rules.pattern_chunks(cube.shape, cube.dtype.itemsize)
+    assert stored.shards == tuple(shard)
+    assert stored.chunks == lazy_rules.inner_chunks(tuple(shard))
+    assert stored.chunks[0] == 1 and stored.chunks[1] <= lazy_rules.INNER_PATTERNS
+    loaded = stemkit.load(path, lazy=True)
+    assert tuple(c[0] for c in loaded.data.chunks) == tuple(shard)  # computations read whole shards
+    np.testing.assert_array_equal(loaded.values, cube.values)
+    reader = PatternReader(loaded)
+    assert reader.reads_single_patterns
+    np.testing.assert_array_equal(reader.pattern(4, 7), cube.values[4, 7])
