@@ -14,10 +14,12 @@ import time
 
 import dask
 import holoviews as hv
+from holoviews.core.util import dimension_sanitizer
 import numpy as np
 import panel as pn
 import param
 import xarray as xr
+from panel.io.document import unlocked
 
 from stemkit.preprocess.centering import radius_px_of
 from stemkit.preprocess.detectors import Detector, named_detector
@@ -63,6 +65,7 @@ class Explorer(View):
     progress = param.Integer(100, bounds=(0, 100), doc="Per cent of the virtual image computed")
     status = param.String("")
     image_version = param.Integer(0, precedence=-1, doc="Incremented whenever the image values change")
+    pattern_version = param.Integer(0, precedence=-1, doc="Incremented when the pattern must be drawn anew")
 
     def __init__(self, data: xr.DataArray, *, detector: str | Detector = "BF", beam_radius: float | None = None,
                  **params) -> None:
@@ -75,6 +78,9 @@ class Explorer(View):
         self._drawn: Detector | None = None
         self._image = np.full(self.reader.scan_shape, np.nan, dtype=np.float32)
         self._generation = 0
+        self._shown: list[_ShownPattern] = []  # bokeh models of the displayed views, updated in place on a tap
+        self._markers: list[_ShownMarker] = []
+        self._selected: tuple[tuple[int, int], np.ndarray | None] = ((-1, -1), None)
         self.position = (self.reader.scan_shape[0] // 2, self.reader.scan_shape[1] // 2)
         self.last_read_ms = float("nan")
         if isinstance(detector, str):
@@ -107,8 +113,36 @@ class Explorer(View):
         start = time.perf_counter()
         pattern = self.reader.pattern(int(iy), int(ix))
         self.last_read_ms = 1000 * (time.perf_counter() - start)
-        self.position = (int(iy), int(ix))
+        self._selected = ((int(iy), int(ix)), pattern)
+        if self.position == (int(iy), int(ix)):
+            self._show_position()
+        self.position = (int(iy), int(ix))  # the watcher shows it
         return pattern
+
+    @param.depends("position", watch=True)
+    def _show_position(self) -> None:
+        """Show the pattern at :attr:`position`: in place in the displayed bokeh models when there are some
+        (the fast path of a tap: no re-render), else by redrawing the DynamicMaps."""
+        iy, ix = self.position
+        where, pattern = self._selected
+        if where != (iy, ix):
+            pattern = self.reader.pattern(iy, ix)
+        self._shown = [shown for shown in self._shown if shown.alive()]
+        self._markers = [marker_ for marker_ in self._markers if marker_.alive()]
+        if not self._shown:
+            self.pattern_version += 1
+            return
+        values = np.asarray(pattern, dtype=float)
+        clim = percentile_limits(values, self.pattern_limits, log=self.log_scale)
+        shown_values = np.clip(values, clim[0], None) if self.log_scale else values
+        with unlocked():  # a tap arrives outside the document lock; dispatch the changes straight to the browser
+            for shown in self._shown:
+                shown.update(shown_values, clim, self._pattern_title(iy, ix))
+            for marker_ in self._markers:
+                marker_.move(self._x[ix], self._y[iy])
+
+    def _pattern_title(self, iy: int, ix: int) -> str:
+        return f"Pattern at (y, x) = ({self._y[iy]:.4g}, {self._x[ix]:.4g}) nm [{iy}, {ix}]"
 
     def draw(self, bounds: tuple[float, float, float, float], shape: str | None = None) -> Detector:
         """Use the detector a box ``(kx0, ky0, kx1, ky1)`` in 1/Å defines (see :mod:`stemkit.viz.drawing`)."""
@@ -197,19 +231,28 @@ class Explorer(View):
         return map_image(self._image, self._x, self._y, title=f"Virtual image ({self.detector})",
                          name="explore-map", clim=clim, label="signal")
 
-    @param.depends("position")
+    @param.depends("pattern_version")
     def _marker_element(self) -> hv.Points:
         iy, ix = self.position
-        return marker(self._x[ix], self._y[iy])
+        return marker(self._x[ix], self._y[iy]).opts(hooks=[self._keep_marker])
 
-    @param.depends("position", "log_scale", "pattern_limits")
+    @param.depends("pattern_version", "log_scale", "pattern_limits")
     def _pattern_element(self) -> hv.Image:
         iy, ix = self.position
         pattern = self.reader.pattern(iy, ix)
-        title = f"Pattern at (y, x) = ({self._y[iy]:.4g}, {self._x[ix]:.4g}) nm [{iy}, {ix}]"
-        return pattern_image(pattern, self._kx, self._ky, title=title, name="explore-pattern", log=self.log_scale,
-                             limits=self.pattern_limits, tools=("hover", "box_select")).opts(
-            active_tools=["box_select"])
+        return pattern_image(pattern, self._kx, self._ky, title=self._pattern_title(iy, ix), name="explore-pattern",
+                             log=self.log_scale, limits=self.pattern_limits, tools=("hover", "box_select")).opts(
+            active_tools=["box_select"], hooks=[self._keep_pattern])
+
+    def _keep_pattern(self, plot, element) -> None:
+        """holoviews hook: remember the pattern's bokeh models so that a tap can update them in place."""
+        shown = _ShownPattern(plot)
+        self._shown = [s for s in self._shown if s.alive() and s.figure is not shown.figure] + [shown]
+
+    def _keep_marker(self, plot, element) -> None:
+        """holoviews hook: remember the marker's data source (moved in place on a tap)."""
+        kept = _ShownMarker(plot, element)
+        self._markers = [m for m in self._markers if m.alive() and m.source is not kept.source] + [kept]
 
     @param.depends("detector", "image_version")
     def _outline_element(self) -> hv.Path:
@@ -261,6 +304,39 @@ class Explorer(View):
         status = pn.pane.Str(self.param.status, styles={"font-size": "12px"})
         return pn.Column(pn.pane.Markdown(f"### {_title(self.data)}"), pn.Row(controls, plots),
                          pn.Row(progress, status))
+
+
+class _ShownPattern:
+    """The bokeh models of one displayed pattern view, updated in place on a tap."""
+
+    def __init__(self, plot) -> None:
+        self.figure = plot.handles["plot"]
+        self.source = plot.handles["source"]
+        self.color_mapper = plot.handles.get("color_mapper")
+
+    def alive(self) -> bool:
+        """Still in a document (a closed notebook view or served session drops out)."""
+        return self.figure.document is not None
+
+    def update(self, values: np.ndarray, clim: tuple[float, float], title: str) -> None:
+        self.source.data = dict(self.source.data, image=[values])
+        self.figure.title.text = title
+        if self.color_mapper is not None:
+            self.color_mapper.update(low=float(clim[0]), high=float(clim[1]))
+
+
+class _ShownMarker:
+    """The data source of one displayed position marker, moved in place on a tap."""
+
+    def __init__(self, plot, element) -> None:
+        self.source = plot.handles["source"]
+        self.columns = [dimension_sanitizer(d.name) for d in element.kdims]
+
+    def alive(self) -> bool:
+        return self.source.document is not None
+
+    def move(self, x: float, y: float) -> None:
+        self.source.data = dict(self.source.data, **{self.columns[0]: [x], self.columns[1]: [y]})
 
 
 def explore(data: xr.DataArray, *, detector: str | Detector = "BF", beam_radius: float | None = None) -> Explorer:
