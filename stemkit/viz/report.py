@@ -100,6 +100,8 @@ def report(
     max_cube_mb: float = 16.0,
     min_pattern: int = 64,
     overwrite: bool = False,
+    notes: Sequence[str] = (),
+    unlinked: Mapping[str, xr.DataArray] | None = None,
 ) -> Path:
     """Write maps and a downsampled cube as one HTML file where a click on a map shows the pattern there.
 
@@ -122,6 +124,11 @@ def report(
         Patterns are binned on the detector only while they stay at least this many pixels wide.
     overwrite
         Replace an existing file.
+    notes
+        Lines listed under the title (e.g. the figures of the analysis).
+    unlinked
+        Maps of other specimens or scans (2D DataArrays), shown in a section of their own without
+        the link to the cube.
 
     Returns
     -------
@@ -151,9 +158,14 @@ def report(
     cube_note = (f"cube {'×'.join(map(str, cube.shape))} binned ×{binning.scan} over the scan and ×{binning.k} on "
                  f"the detector to {'×'.join(map(str, values.shape))} float32 ({values.nbytes / 1e6:.2f} MB, "
                  f"bound {max_cube_mb:g} MB)")
-    notes = [cube_note] + ([f"left out: {', '.join(left_out)}"] if left_out else [])
+    notes = [*notes, cube_note] + ([f"left out: {', '.join(left_out)}"] if left_out else [])
     header = Div(text="")
     layout = column(header, row(gridplot(map_figures, ncols=2, toolbar_location="right"), pattern_fig))
+    if unlinked:
+        figures = [image_figure(image.compute().astype(float), title=name, width=MAP_WIDTH)
+                   for name, image in unlinked.items()]
+        layout.children += [Div(text="<h3 style='margin:8px 0 0 0'>Other maps (not linked to the cube above)</h3>"),
+                            gridplot(figures, ncols=4, toolbar_location="right")]
 
     def page() -> str:
         return standalone_html(layout, title=title)
