@@ -36,7 +36,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
-    assert {"00_quickstart.ipynb", "01_orientation.ipynb", "02_clustering.ipynb", "03_strain.ipynb"} <= names
+    assert {"00_quickstart.ipynb", "01_orientation.ipynb", "02_clustering.ipynb", "03_strain.ipynb",
+            "04_your_data.ipynb", "05_scale.ipynb"} <= names
 
 
 def test_notebooks_are_committed_without_outputs():
