@@ -16,7 +16,9 @@ reciprocal lengths in 1/Å without 2π, ``s_g`` positive inside the Ewald sphere
   The extinction distance is ``ξ_g = K / |U_g|``.
 - In the forward-scattering (high-energy) approximation the amplitudes ``φ_g(z)`` of the
   beams obey ``dφ/dz = iπ A φ`` with the structure matrix
-  ``A_gg = 2 s_g`` and ``A_gh = U_{g-h} / K`` (Howie–Whelan form; the mean inner potential
+  ``A_gg = 2 s_g`` and ``A_gh = U*_{g-h} / K`` (Howie–Whelan form; the conjugate because ``F`` carries
+  the crystallographic ``exp(+2πi g·r)``, so the potential is ``Σ U_g exp(-2πi g·r)``; checked against
+  abTEM on non-centrosymmetric ZnS, ``benchmarks/bloch/``; the mean inner potential
   ``U_0`` only adds a common phase and is left out). With ``A = C Λ C^H`` (Hermitian),
   ``φ(t) = C exp(iπ Λ t) C^H e_0``: every thickness costs one small matrix product.
 - Absorption (thermal diffuse and inelastic scattering out of the Bragg beams): the
@@ -192,7 +194,9 @@ def _rest_table(crystal: Crystal, half_width: tuple[int, int, int]) -> _Potentia
         return cached
     axes = [np.arange(-h, h + 1) for h in half_width]
     hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-    values = crystal.structure_factor(hkl) / (np.pi * crystal.volume)
+    # F(g) = Σ f exp(+2πi g·r) (crystallographic sign), so the potential is Σ U_g exp(-2πi g·r): the
+    # coefficient of exp(+2πi g·r) that couples beams is U_{-g} = conj(U_g) (matters without a centre of symmetry)
+    values = np.conj(crystal.structure_factor(hkl)) / (np.pi * crystal.volume)
     largest = np.abs(values).max()
     values[np.abs(values) < COUPLING_TOLERANCE * largest] = 0.0
     mean = float(values[half_width].real)
