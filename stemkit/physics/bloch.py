@@ -233,16 +233,30 @@ def _candidates(crystal: Crystal, g_cap: float) -> _Candidates:
         + h[..., 2] + table.half_width[2]  # noqa: E731
     coupling = np.abs(table.values.ravel())
     allowed = coupling[flat(hkl)] > 0
-    reachable = allowed.copy()
-    forbidden = np.flatnonzero(~allowed)
-    if forbidden.size and allowed.any():
-        steps = hkl[forbidden, None, :] - hkl[None, allowed, :]  # forbidden point minus each allowed one
-        reachable[forbidden] = np.any(coupling[flat(steps)] > 0, axis=1)
+    reachable = allowed | _reached_in_one_step(hkl, allowed, table)
     hkl = hkl[reachable]
     g = crystal.g_vectors(hkl)
     result = _Candidates(hkl=hkl, g=np.ascontiguousarray(g.T), g_squared=np.sum(g**2, axis=1))
     crystal._cache[key] = result
     return result
+
+
+def _reached_in_one_step(hkl: NDArray, allowed: NDArray, table: _PotentialTable) -> NDArray:
+    """For each point f of ``hkl``: is there an allowed point a with ``U(f - a) ≠ 0``?
+
+    A convolution of the allowed points' indicator with the coupling's (by FFT: memory of a few
+    grids, where comparing every pair of points would need gigabytes for large ``k_max``).
+    """
+    half = np.max(np.abs(hkl), axis=0)
+    points = np.zeros(tuple(2 * half + 1))
+    chosen = hkl[allowed] + half
+    points[chosen[:, 0], chosen[:, 1], chosen[:, 2]] = 1.0
+    coupling = (np.abs(table.values) > 0).astype(float)  # on [-2H, 2H] per axis
+    shape = tuple(int(n) for n in np.array(points.shape) + np.array(coupling.shape) - 1)
+    axes = (0, 1, 2)
+    counts = np.fft.irfftn(np.fft.rfftn(points, shape, axes) * np.fft.rfftn(coupling, shape, axes), shape, axes)
+    index = hkl + half + table.half_width  # f + H + 2H in the full convolution
+    return counts[index[:, 0], index[:, 1], index[:, 2]] > 0.5
 
 
 def structure_matrix(excitation_error: ArrayLike, hkl: ArrayLike, crystal: Crystal, beam_energy_kev: float,

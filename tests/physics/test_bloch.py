@@ -166,3 +166,23 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_a_single_layer_is_refused_with_the_alternative():
     with pytest.raises(ValueError, match="simulate_kinematic"):
         simulate_bloch(crystal("graphene"), np.eye(3), beam_energy_kev=ENERGY, thickness=[3])
+
+
+def test_a_polar_crystal_matches_multislice_not_its_inverse():
+    """Zincblende ZnS 15 mrad off [011], 99.4 Å, 200 keV: abTEM 1.0.11 multislice (benchmarks/bloch/) gives the
+    direct beam 0.4485 and the Friedel pair -11-1 / 1-11 0.0931 / 0.0783; the inverted crystal (the structure factor's
+    sign convention taken the wrong way round) swaps the pair."""
+    from stemkit.physics import Atom, Crystal
+
+    a = 5.4093
+    fcc = [(0, 0, 0), (0, 0.5, 0.5), (0.5, 0, 0.5), (0.5, 0.5, 0)]
+    atoms = [Atom("Zn", p, 1.0, 0.65) for p in fcc] + [Atom("S", tuple(np.add(p, 0.25) % 1), 1.0, 0.55) for p in fcc]
+    zns = Crystal(a, a, a, 90, 90, 90, atoms, name="ZnS", space_group="F-43m")
+    rotation = np.array([[0.9999075949295697, -0.00964295391303219, -0.009582016593322569],
+                         [-4.308919199400696e-05, 0.702610197929665, -0.7115749489045821],
+                         [0.013594107013154824, 0.7115096086526649, 0.7025448576777477]])
+    patterns = simulate_bloch(zns, rotation, beam_energy_kev=ENERGY, thickness=[99.44877049828219], k_max=4.0,
+                              n_beams=1024, s_max=0.2, absorption=0.0)
+    assert abs(patterns.direct_beam[0, 0] - 0.4485) < 0.003
+    assert abs(intensity_of(patterns, 0, [-1, 1, -1]) - 0.0931) < 0.003
+    assert abs(intensity_of(patterns, 0, [1, -1, 1]) - 0.0783) < 0.003
