@@ -154,10 +154,16 @@ class BlochPatterns:
 class _PotentialTable:
     """``U_g / K`` on a cube of Miller indices, for looking up every ``U_{g-h}`` of a structure matrix."""
 
-    values: NDArray[np.complexfloating]  # (2H+1, 2H+1, 2H+1) indexed by hkl + H
+    values: NDArray[np.complexfloating]  # (2H+1, 2H+1, 2H+1) indexed by hkl + H; real when every U_g is
     half_width: NDArray[np.int64]  # H per axis
     mean: float  # U_0 / K (enters only the absorption)
-    real: bool  # every U_g real: the structure matrix is real symmetric
+
+    def at(self, hkl: NDArray[np.int64]) -> NDArray:
+        """The table's values at Miller indices ``hkl`` (..., 3), each within ``±H``."""
+        width = 2 * self.half_width + 1
+        shifted = hkl + self.half_width
+        flat = (shifted[..., 0] * width[1] + shifted[..., 1]) * width[2] + shifted[..., 2]
+        return np.take(self.values.ravel(), flat)
 
 
 @dataclass(frozen=True)
@@ -201,9 +207,9 @@ def _rest_table(crystal: Crystal, half_width: tuple[int, int, int]) -> _Potentia
     values[np.abs(values) < COUPLING_TOLERANCE * largest] = 0.0
     mean = float(values[half_width].real)
     values[half_width] = 0.0
-    real = bool(np.all(np.abs(values.imag) <= 1e-9 * largest))
+    real = bool(np.all(np.abs(values.imag) <= 1e-9 * largest))  # then the structure matrix is real symmetric
     table = _PotentialTable(values=values.real.copy() if real else values, half_width=np.asarray(half_width),
-                            mean=mean, real=real)
+                            mean=mean)
     crystal._cache[key] = table
     return table
 
@@ -212,8 +218,7 @@ def _potential_table(crystal: Crystal, beam_energy_kev: float, half_width: Array
     """``U_g / K = γ λ F / (π V)`` of the beam on a cube of Miller indices (the mean ``U_0 / K`` apart)."""
     rest = _rest_table(crystal, tuple(int(h) for h in half_width))
     scale = relativistic_factor(beam_energy_kev) * wavelength_angstrom(beam_energy_kev)
-    return _PotentialTable(values=rest.values * scale, half_width=rest.half_width, mean=rest.mean * scale,
-                           real=rest.real)
+    return _PotentialTable(values=rest.values * scale, half_width=rest.half_width, mean=rest.mean * scale)
 
 
 def _candidates(crystal: Crystal, g_cap: float) -> _Candidates:
@@ -228,11 +233,7 @@ def _candidates(crystal: Crystal, g_cap: float) -> _Candidates:
         return cached
     hkl = _lattice_points(crystal, g_cap)
     table = _rest_table(crystal, tuple(int(h) for h in 2 * np.max(np.abs(hkl), axis=0)))
-    width = 2 * table.half_width + 1
-    flat = lambda h: ((h[..., 0] + table.half_width[0]) * width[1] + h[..., 1] + table.half_width[1]) * width[2] \
-        + h[..., 2] + table.half_width[2]  # noqa: E731
-    coupling = np.abs(table.values.ravel())
-    allowed = coupling[flat(hkl)] > 0
+    allowed = np.abs(table.at(hkl)) > 0
     reachable = allowed | _reached_in_one_step(hkl, allowed, table)
     hkl = hkl[reachable]
     g = crystal.g_vectors(hkl)
@@ -277,7 +278,8 @@ def structure_matrix(excitation_error: ArrayLike, hkl: ArrayLike, crystal: Cryst
     Returns
     -------
     numpy.ndarray
-        ``A_gg = 2 s_g``, ``A_gh = U_{g-h} / K``; real symmetric or complex Hermitian.
+        ``A_gg = 2 s_g``, ``A_gh = U*_{g-h} / K`` (see the module docstring); real symmetric or
+        complex Hermitian.
     """
     hkl = np.asarray(hkl, dtype=np.int64)
     s = np.asarray(excitation_error, dtype=float)
@@ -288,10 +290,7 @@ def structure_matrix(excitation_error: ArrayLike, hkl: ArrayLike, crystal: Cryst
 
 
 def _assemble(s: NDArray, difference: NDArray, table: _PotentialTable, valid: NDArray | None) -> NDArray:
-    width = 2 * table.half_width + 1
-    flat = ((difference[..., 0] + table.half_width[0]) * width[1] + difference[..., 1] + table.half_width[1]) * width[2]
-    flat += difference[..., 2] + table.half_width[2]
-    matrix = np.take(table.values.ravel(), flat)
+    matrix = table.at(difference)
     if valid is not None:
         matrix = matrix * (valid[:, :, None] & valid[:, None, :])
         s = np.where(valid, s, PADDING_EXCITATION_ERROR)
@@ -496,8 +495,8 @@ def _simulate_chunk(rotations: NDArray, candidates: _Candidates, table: _Potenti
     difference = all_hkl[:, :, None, :] - all_hkl[:, None, :, :]
     matrix = _assemble(all_s, difference, table, all_valid)
     absorbing = None
-    if absorption > 0:
-        absorbing = absorption * _assemble(np.zeros_like(all_s), difference, table, all_valid)
+    if absorption > 0:  # κ times the same couplings, with the mean potential U_0 on the diagonal
+        absorbing = absorption * matrix
         diagonal = np.arange(all_s.shape[1])
         absorbing[:, diagonal, diagonal] = absorption * table.mean * all_valid
     amplitude = propagate(matrix, thickness, absorbing, precision)
