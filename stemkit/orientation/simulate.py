@@ -219,56 +219,68 @@ def simulated_spots(crystals: list[Crystal], conditions: Conditions, rng: np.ran
     Without Bloch waves no random number is drawn here (batches of such runs stay as they were).
     """
     width = aug.max_tokens + 16
-    spots = kinematic_spots(crystals, conditions, aug.s_max, width)
+    n = len(conditions.phase)
     if aug.bloch_fraction <= 0:
-        return spots
-    dynamical = np.flatnonzero(rng.random(len(conditions.phase)) < aug.bloch_fraction)
+        return kinematic_spots(crystals, conditions, aug.s_max, width)
+    is_dynamical = rng.random(n) < aug.bloch_fraction
     absorption = rng.uniform(*aug.absorption)
+    spots = Spots(*(np.zeros((n, width)) for _ in range(3)))
+    kinematic, dynamical = np.flatnonzero(~is_dynamical), np.flatnonzero(is_dynamical)
+    if kinematic.size:
+        _place(spots, kinematic, kinematic_spots(crystals, conditions, aug.s_max, width, kinematic))
     if dynamical.size:
-        chosen = bloch_spots(crystals, conditions, dynamical, absorption, aug, width)
-        spots.kx[dynamical], spots.ky[dynamical], spots.fraction[dynamical] = chosen.kx, chosen.ky, chosen.fraction
+        _place(spots, dynamical, bloch_spots(crystals, conditions, dynamical, absorption, aug, width))
     return spots
+
+
+def _place(spots: Spots, members: np.ndarray, part: Spots) -> None:
+    """Write the spots ``part`` of the samples ``members`` into ``spots``."""
+    spots.kx[members], spots.ky[members], spots.fraction[members] = part.kx, part.ky, part.fraction
+
+
+def _groups(crystals: list[Crystal], conditions: Conditions, members: np.ndarray):
+    """``(crystal, beam energy, rows)`` of the samples ``members`` sharing a phase and an energy (one simulation
+    call each); ``rows`` index into ``members``."""
+    for index, xtal in enumerate(crystals):
+        for kev in np.unique(conditions.beam_energy_kev[members]):
+            rows = np.flatnonzero((conditions.phase[members] == index) & (conditions.beam_energy_kev[members] == kev))
+            if rows.size:
+                yield xtal, float(kev), rows
 
 
 def bloch_spots(crystals: list[Crystal], conditions: Conditions, members: np.ndarray, absorption: float,
                 aug: Augmentation, width: int) -> Spots:
     """The ``width`` brightest dynamical spots of the samples ``members`` (fractions of the incident beam)."""
-    n = members.size
-    kx, ky, fraction = (np.zeros((n, width)) for _ in range(3))
-    for index, xtal in enumerate(crystals):
-        for kev in np.unique(conditions.beam_energy_kev[members]):
-            rows = np.flatnonzero((conditions.phase[members] == index) & (conditions.beam_energy_kev[members] == kev))
-            if rows.size == 0:
-                continue
-            chosen = members[rows]
-            patterns = simulate_bloch(xtal, conditions.rotations[chosen], beam_energy_kev=float(kev),
-                                      thickness=10.0 * conditions.thickness_nm[chosen, None], k_max=K_MAX_SIMULATED,
-                                      n_beams=aug.bloch_beams, s_max=max(aug.s_max, 0.05), absorption=absorption,
-                                      precision="single")
-            bright = np.where(patterns.valid, patterns.intensity[:, 0], 0.0)
-            order = np.argsort(-bright, axis=1)[:, :width]
-            used = order.shape[1]
-            take = lambda values: np.take_along_axis(values, order, axis=1)  # noqa: E731
-            kx[rows, :used], ky[rows, :used], fraction[rows, :used] = take(patterns.kx), take(patterns.ky), take(bright)
+    kx, ky, fraction = (np.zeros((members.size, width)) for _ in range(3))
+    for xtal, kev, rows in _groups(crystals, conditions, members):
+        chosen = members[rows]
+        patterns = simulate_bloch(xtal, conditions.rotations[chosen], beam_energy_kev=kev,
+                                  thickness=10.0 * conditions.thickness_nm[chosen, None], k_max=K_MAX_SIMULATED,
+                                  n_beams=aug.bloch_beams, s_max=max(aug.s_max, 0.05), absorption=absorption,
+                                  precision="single")
+        bright = np.where(patterns.valid, patterns.intensity[:, 0], 0.0)
+        order = np.argsort(-bright, axis=1)[:, :width]
+        used = order.shape[1]
+        take = lambda values: np.take_along_axis(values, order, axis=1)  # noqa: E731
+        kx[rows, :used], ky[rows, :used], fraction[rows, :used] = take(patterns.kx), take(patterns.ky), take(bright)
     return Spots(kx=kx, ky=ky, fraction=fraction)
 
 
-def kinematic_spots(crystals: list[Crystal], conditions: Conditions, s_max: float | None, width: int) -> Spots:
-    """The ``width`` strongest kinematic spots of every sample, as fractions of the incident beam."""
-    n = len(conditions.phase)
-    kx, ky, fraction = (np.zeros((n, width)) for _ in range(3))
-    for index, xtal in enumerate(crystals):
-        for kev in np.unique(conditions.beam_energy_kev):
-            members = np.flatnonzero((conditions.phase == index) & (conditions.beam_energy_kev == kev))
-            if members.size == 0:
-                continue
-            spots = simulate_kinematic(xtal, conditions.rotations[members], beam_energy_kev=float(kev),
-                                       k_max=K_MAX_SIMULATED, thickness=10.0 * conditions.thickness_nm[members],
-                                       s_max=s_max, max_reflections=width, dtype=np.float64)
-            share = np.where(spots.valid, spots.beam_fraction(), 0.0)
-            used = share.shape[1]
-            kx[members, :used], ky[members, :used] = spots.kx, spots.ky
-            fraction[members, :used] = share / (1.0 + share.sum(axis=1, keepdims=True))
+def kinematic_spots(crystals: list[Crystal], conditions: Conditions, s_max: float | None, width: int,
+                    members: np.ndarray | None = None) -> Spots:
+    """The ``width`` strongest kinematic spots of the samples ``members`` (default: all), as fractions of the
+    incident beam."""
+    members = np.arange(len(conditions.phase)) if members is None else members
+    kx, ky, fraction = (np.zeros((members.size, width)) for _ in range(3))
+    for xtal, kev, rows in _groups(crystals, conditions, members):
+        chosen = members[rows]
+        spots = simulate_kinematic(xtal, conditions.rotations[chosen], beam_energy_kev=kev,
+                                   k_max=K_MAX_SIMULATED, thickness=10.0 * conditions.thickness_nm[chosen],
+                                   s_max=s_max, max_reflections=width, dtype=np.float64)
+        share = np.where(spots.valid, spots.beam_fraction(), 0.0)
+        used = share.shape[1]
+        kx[rows, :used], ky[rows, :used] = spots.kx, spots.ky
+        fraction[rows, :used] = share / (1.0 + share.sum(axis=1, keepdims=True))
     return Spots(kx=kx, ky=ky, fraction=fraction)
 
 
