@@ -19,22 +19,7 @@ VENV="${ROOT}/.peers/abtem"
 ABTEM_VERSION="1.0.11"
 DATA="${HERE}/data"
 
-if [[ -x "${VENV}/bin/python" ]] && "${VENV}/bin/python" - "${ABTEM_VERSION}" <<'PY' 2>/dev/null
-import sys
-from importlib.metadata import version
-import abtem  # noqa: F401
-sys.exit(0 if version("abtem") == sys.argv[1] else 1)
-PY
-then
-    echo "peer: abTEM ${ABTEM_VERSION} already installed in ${VENV}"
-else
-    echo "peer: creating ${VENV} and installing abTEM ${ABTEM_VERSION} (CPU; about a minute)"
-    mkdir -p "${ROOT}/.peers"
-    python3 -m venv "${VENV}"
-    "${VENV}/bin/pip" install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-    "${VENV}/bin/pip" install --quiet "abtem==${ABTEM_VERSION}" 2>&1 | { grep -v "^WARNING: Location" || true; }
-    "${VENV}/bin/python" -c "import abtem; print('peer: abTEM', abtem.__version__)"
-fi
+bash "${ROOT}/benchmarks/setup_peer.sh" abtem abtem "${ABTEM_VERSION}"
 
 cd "${ROOT}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
