@@ -29,13 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stemkit`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # torch is imported only by the command that needs it
-        return _run_train(argv[1:])
-    parser = _parser()
-    args = parser.parse_args(argv)
+        command, run = "train", lambda: _run_train(argv[1:])
+    else:
+        args = _parser().parse_args(argv)
+        command, run = args.command, lambda: args.run(args)
     try:
-        return args.run(args)
+        return run()
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"stemkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"stemkit {command}: error: {exc}", file=sys.stderr)
         return 2
 
 
@@ -240,11 +241,7 @@ def _run_orient(args: argparse.Namespace) -> int:
 def _run_train(argv: list[str]) -> int:
     from stemkit.orientation.train import main as train
 
-    try:
-        return train(argv, prog="stemkit train")
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"stemkit train: error: {exc}", file=sys.stderr)
-        return 2
+    return train(argv, prog="stemkit train")
 
 
 def _run_info(args: argparse.Namespace) -> int:
