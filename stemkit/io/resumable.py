@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import xarray as xr
-import zarr
 
 from stemkit.io.native import _to_storable_dataset, _zarr_encoding, native_format
 
@@ -141,7 +140,6 @@ def _start(dataset: xr.Dataset, path: Path, progress: Path, plan: dict) -> None:
     dataset.to_zarr(path, mode="w-", compute=False, encoding=_zarr_encoding(dataset), consolidated=False)
     progress.mkdir()
     (progress / PLAN_FILE).write_text(json.dumps(plan))
-    zarr.open_group(path, mode="r+")  # the store opens as a zarr group: fail here, not after hours
 
 
 def _remove(path: Path) -> None:
