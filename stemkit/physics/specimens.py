@@ -110,12 +110,19 @@ def spot_patterns(
                                thickness=10.0 * np.atleast_1d(thickness_nm), dtype=np.float64)
     fraction = np.where(spots.valid, spots.beam_fraction(), 0.0)
     total = 1.0 + fraction.sum(axis=1, keepdims=True)
-    fraction = fraction / total
+    return _with_direct_beam(np.where(spots.valid, spots.kx, 0.0), np.where(spots.valid, spots.ky, 0.0),
+                             fraction / total, 1.0 / total)
+
+
+def _with_direct_beam(kx: np.ndarray, ky: np.ndarray, fraction: np.ndarray,
+                      direct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spot tables ``(n, P)`` with the direct beam ``(n, 1)`` put first at k = 0; spots below
+    :data:`MIN_FRACTION` of the beam dropped (fraction 0)."""
+    n = len(kx)
     fraction = np.where(fraction > MIN_FRACTION, fraction, 0.0)
-    n = len(rotations)
-    kx = np.concatenate([np.zeros((n, 1)), np.where(spots.valid, spots.kx, 0.0)], axis=1)
-    ky = np.concatenate([np.zeros((n, 1)), np.where(spots.valid, spots.ky, 0.0)], axis=1)
-    return kx, ky, np.concatenate([1.0 / total, fraction], axis=1)
+    at_zero = np.zeros((n, 1))
+    return (np.concatenate([at_zero, kx], axis=1), np.concatenate([at_zero, ky], axis=1),
+            np.concatenate([direct, fraction], axis=1))
 
 
 def _bloch_spot_patterns(crystal: Crystal, rotations: np.ndarray, thickness_nm: np.ndarray, optics: Optics,
@@ -125,11 +132,7 @@ def _bloch_spot_patterns(crystal: Crystal, rotations: np.ndarray, thickness_nm: 
                               thickness=10.0 * np.atleast_1d(thickness_nm)[:, None], k_max=k_max,
                               n_beams=BLOCH_BEAMS, absorption=optics.absorption)
     fraction = np.where(patterns.valid, patterns.intensity[:, 0], 0.0)
-    fraction = np.where(fraction > MIN_FRACTION, fraction, 0.0)
-    n = len(rotations)
-    kx = np.concatenate([np.zeros((n, 1)), patterns.kx], axis=1)
-    ky = np.concatenate([np.zeros((n, 1)), patterns.ky], axis=1)
-    return kx, ky, np.concatenate([patterns.direct_beam[:, :1], fraction], axis=1)
+    return _with_direct_beam(patterns.kx, patterns.ky, fraction, patterns.direct_beam[:, :1])
 
 
 def polycrystal(
