@@ -26,6 +26,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from stemkit.data.blocks import in_row_blocks, map_row_blocks, shared
 from stemkit.data.contract import SCAN_DIMS
 from stemkit.physics.crystal import Crystal
 from stemkit.physics.rotations import matrix_to_quaternion, reduce_to_fundamental_zone
@@ -44,6 +45,7 @@ from stemkit.orientation.weights import WeightsRecord, read_weights, write_weigh
 PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
 BLOCK_PATTERNS = 65_536  # patterns tokenised and run at a time (bounded memory)
 REFINE_BATCH = 1024  # patterns refined at a time
+LAZY_BLOCK_PATTERNS = 1024  # least patterns per block of a lazy predict (smaller input chunks are merged)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
@@ -195,6 +197,7 @@ class OrientationMapper:
         peak_options: dict[str, Any] | None = None,
         refine: bool = True,
         all_phases: bool = False,
+        lazy: bool = False,
     ) -> xr.Dataset:
         """Orientation and phase of every pattern.
 
@@ -218,6 +221,15 @@ class OrientationMapper:
         all_phases
             With ``refine``, also try every hypothesis in every phase and let the score
             choose the phase (slower by the number of phases).
+        lazy
+            Return a dask-backed result, computed block of scan rows by block when asked (by
+            ``.compute()``, or written to zarr as it goes with :func:`stemkit.io.save_by_chunks`),
+            on whatever dask scheduler is active: threads, or the workers of a
+            ``dask.distributed`` cluster, which each receive the model once. Blocks are the
+            input's ``scan_y`` chunks, merged up to about 1,024 patterns where smaller (numpy
+            input: blocks of about 1,024 patterns). The direct-beam
+            reference and radius are measured from the whole input first, so the values equal
+            those of ``lazy=False``.
 
         Returns
         -------
@@ -234,6 +246,9 @@ class OrientationMapper:
             ``n_peaks`` (diffracted disks read, the direct beam excluded).
         """
         self._check_fitted()
+        if lazy:
+            return self._lazy_predict(data, batch_size=batch_size, device=device, peak_options=peak_options or {},
+                                      refine=refine, all_phases=all_phases)
         peaks = self._peaks_of(data, device, peak_options or {})
         answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress, refine=refine,
                                 all_phases=all_phases)
@@ -244,19 +259,25 @@ class OrientationMapper:
             raise NotFittedError("this OrientationMapper has no model yet: call fit(...), or use "
                                  "OrientationMapper.load(path) / OrientationMapper.pretrained(name)")
 
+    def _lazy_predict(self, data: xr.DataArray | xr.Dataset, *, peak_options: dict[str, Any],
+                      **settings: Any) -> xr.Dataset:
+        """:meth:`predict` as a dask-backed result, block of scan rows by block (see ``lazy``)."""
+        source = _source_of(data)
+        if isinstance(source, xr.DataArray):
+            peak_options = _whole_scan_peak_options(source, peak_options)
+        blocks = in_row_blocks(source, LAZY_BLOCK_PATTERNS)
+        return map_row_blocks(_predict_block, blocks, shared(self), shared({"peak_options": peak_options, **settings}),
+                              name="orientation")
+
     @staticmethod
     def _peaks_of(data: xr.DataArray | xr.Dataset, device, options: dict[str, Any]) -> xr.Dataset:
         """The peak Dataset of the input (found here unless given)."""
-        if isinstance(data, xr.Dataset) and all(v in data for v in PEAK_VARIABLES):
-            return data
-        if isinstance(data, xr.Dataset) and "intensity" in data and data["intensity"].ndim == 4:
-            data = data["intensity"]
-        if not isinstance(data, xr.DataArray) or data.ndim != 4:
-            raise TypeError(f"predict needs a 4D DataArray (scan_y, scan_x, ky, kx), a Dataset holding one as "
-                            f"'intensity', or a peak Dataset from stemkit.find_peaks; got {type(data).__name__}")
+        source = _source_of(data)
+        if isinstance(source, xr.Dataset):
+            return source
         from stemkit.preprocess import find_peaks
 
-        return find_peaks(data, device=device, **options)
+        return find_peaks(source, device=device, **options)
 
     def _answers(self, peaks: xr.Dataset, *, batch_size: int, device, progress: bool, refine: bool = True,
                  all_phases: bool = False) -> dict[str, np.ndarray]:
@@ -450,6 +471,35 @@ class OrientationMapper:
         state = "fitted" if getattr(self, "model_", None) is not None else "not fitted"
         return (f"OrientationMapper(phases={tuple(names)}, d_model={self.d_model}, n_layers={self.n_layers}, "
                 f"n_hypotheses={self.n_hypotheses}, {state})")
+
+
+def _source_of(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    """The 4D cube or the peak Dataset that :meth:`OrientationMapper.predict` reads from ``data``."""
+    if isinstance(data, xr.Dataset) and all(v in data for v in PEAK_VARIABLES):
+        return data
+    if isinstance(data, xr.Dataset) and "intensity" in data and data["intensity"].ndim == 4:
+        data = data["intensity"]
+    if not isinstance(data, xr.DataArray) or data.ndim != 4:
+        raise TypeError(f"predict needs a 4D DataArray (scan_y, scan_x, ky, kx), a Dataset holding one as "
+                        f"'intensity', or a peak Dataset from stemkit.find_peaks; got {type(data).__name__}")
+    return data
+
+
+def _whole_scan_peak_options(data: xr.DataArray, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the probe image and radius that :func:`stemkit.find_peaks` would measure from
+    the whole of ``data``, so that every block finds its peaks as the whole scan would."""
+    from stemkit.preprocess.centering import radius_px_of, reference_image
+
+    probe = reference_image(data, options.get("probe"))
+    radius = options.get("radius")
+    if radius is None:
+        radius = radius_px_of(probe) * float(data.stem.k_step[1])
+    return {**options, "probe": probe, "radius": radius}
+
+
+def _predict_block(block: xr.DataArray | xr.Dataset, mapper: OrientationMapper, settings: dict[str, Any]) -> xr.Dataset:
+    """One block of a lazy :meth:`OrientationMapper.predict` (runs on a dask worker)."""
+    return mapper.predict(block, progress=False, **settings)
 
 
 def _last_validation(history: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -1,20 +1,27 @@
 """Stages run on a dask.distributed cluster of processes and give the in-memory results."""
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client, LocalCluster
 
 import stemkit
+from stemkit.orientation import OrientationMapper
 from stemkit.physics.specimens import polycrystal
 from stemkit.preprocess import beam_position, center_of_mass, find_peaks, virtual_image
 
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            yield client
+    # without the active memory manager a worker keeps what it fetched until no task needs it, so
+    # its log (long enough to keep every entry) counts each transfer of the model (with the manager,
+    # a copy no task waits for may be dropped and fetched again later)
+    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False,
+                          "distributed.admin.low-level-log-length": 1_000_000}):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            with Client(cluster) as client:
+                yield client
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +38,22 @@ def test_stages_on_a_process_cluster_equal_in_memory(client, specimen, tmp_path)
     xr.testing.assert_allclose(find_peaks(lazy, radius=0.1), find_peaks(eager, radius=0.1))
     xr.testing.assert_allclose(center_of_mass(lazy), center_of_mass(eager))
     assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_orientation_blocks_on_the_cluster_receive_the_model_once(client, specimen, monkeypatch):
+    monkeypatch.setattr("stemkit.orientation.mapper.LAZY_BLOCK_PATTERNS", 10)  # small input chunks stay blocks
+    mapper = OrientationMapper.pretrained("cu-cu2o")
+    eager = mapper.predict(specimen.intensity, progress=False)
+    lazy = mapper.predict(specimen.intensity.chunk({"scan_y": 1}), lazy=True)  # 8 blocks of one row
+    computed = lazy.compute()
+    xr.testing.assert_allclose(computed, eager, rtol=1e-5, atol=1e-6)
+    xr.testing.assert_identical(computed["phase"], eager["phase"])
+    # the model arrives at a worker by being computed there or fetched from another: both put it in memory
+    arrivals = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
+                                                  if "OrientationMapper" in str(entry[0]) and entry[1] == "put-in-memory"))
+    blocks_run = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
+                                                    if str(entry[0]).startswith("orientation-")
+                                                    and entry[1:3] == ("executing", "memory")))
+    assert sum(blocks_run.values()) == 8
+    assert all(n <= 1 for n in arrivals.values()), arrivals  # once per worker, not once per block
+    assert sum(arrivals.values()) >= 1
