@@ -3,7 +3,8 @@
 ``stemkit demo``      simulate a polycrystal, save and reload it, and write an HTML page of its virtual images
 ``stemkit info PATH`` read a file and print its shape, calibrations and metadata
 ``stemkit formats``   list the file formats ``stemkit.load`` reads
-``stemkit orient PATH -o OUT``  orientation and phase map of a file (pretrained or given weights)
+``stemkit orient PATH -o OUT``  orientation and phase map of a file (pretrained or given weights); a .zarr
+                               OUT is written block by block and an interrupted run resumes
 ``stemkit train ...``  train an orientation model on simulated patterns (checkpointed, resumable)
 ``stemkit cluster PATH -o OUT``  divisive clustering of the patterns (labels, tree, means, readings)
 ``stemkit strain PATH -o OUT``   strain and rotation maps (lattice fit, or ``--method ccstae``)
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import xarray as xr
 
-from stemkit.io import load, save, supported_formats
+from stemkit.io import load, save, save_by_chunks, supported_formats
+from stemkit.io.resumable import progress_dir, unfinished_blocks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
     orient = commands.add_parser("orient", help="orientation and phase map of a 4D-STEM file")
     orient.add_argument("path", type=Path, help="a file stemkit.load reads")
-    orient.add_argument("-o", "--output", type=Path, required=True, help="result file (.zarr or .nc)")
+    orient.add_argument("-o", "--output", type=Path, required=True,
+                        help="result file: .zarr (written block by block; run again to resume an interrupted "
+                             "run) or .nc")
     orient.add_argument("--weights", default="cu-cu2o",
                         help="a pretrained name (stemkit/pretrained/) or a weights folder (default cu-cu2o)")
     orient.add_argument("--beam-energy-kev", type=float, default=None)
@@ -126,9 +130,11 @@ def _add_input_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--no-progress", action="store_true")
 
 
-def _load_input(args: argparse.Namespace) -> xr.DataArray:
-    """The 4D cube of ``args.path`` (lazy); refuses early when ``args.output`` would be overwritten."""
-    if args.output.exists() and not args.overwrite:
+def _load_input(args: argparse.Namespace, *, resumable: bool = False) -> xr.DataArray:
+    """The 4D cube of ``args.path`` (lazy); refuses early when ``args.output`` would be overwritten
+    (an unfinished block-by-block store is resumed where ``resumable``)."""
+    resuming = resumable and progress_dir(args.output.expanduser()).is_dir()
+    if args.output.exists() and not args.overwrite and not resuming:
         raise FileExistsError(f"{args.output} exists; give another -o or add --overwrite")
     data = load(args.path, lazy=True, beam_energy_kev=args.beam_energy_kev, k_step=args.k_step)
     if not isinstance(data, xr.DataArray) or data.ndim != 4:
@@ -231,11 +237,30 @@ def _run_orient(args: argparse.Namespace) -> int:
 
     weights = Path(args.weights)
     mapper = OrientationMapper.load(weights) if weights.is_dir() else OrientationMapper.pretrained(args.weights)
-    data = _load_input(args)
+    data = _load_input(args, resumable=True)
     start = time.perf_counter()
-    result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases)
-    _save_result(result, args, start)
+    if args.output.suffix != ".zarr":
+        result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases)
+        _save_result(result, args, start)
+        return 0
+    result = mapper.predict(data, device=args.device, all_phases=args.all_phases, lazy=True)
+    _save_by_blocks(result, args, start)
     return 0
+
+
+def _save_by_blocks(result: xr.Dataset, args: argparse.Namespace, start: float) -> None:
+    """Compute a lazy result and write it block by block to the .zarr ``args.output``, resuming an
+    interrupted run of the same command; say how far it got."""
+    from tqdm.auto import tqdm
+
+    left = unfinished_blocks(args.output)
+    if left:
+        print(f"resuming {args.output}: {len(left)} blocks of scan rows left to compute")
+    result.attrs["input"] = str(Path(args.path).resolve())
+    with tqdm(total=len(result.chunks["scan_y"]), disable=args.no_progress, desc=args.command, unit="block") as bar:
+        save_by_chunks(result, args.output, overwrite=args.overwrite, on_block=lambda done, total: bar.update(done - bar.n))
+    n = result.sizes["scan_y"] * result.sizes["scan_x"]
+    print(f"wrote {args.output}: {n} patterns in {time.perf_counter() - start:.1f} s")
 
 
 def _run_train(argv: list[str]) -> int:

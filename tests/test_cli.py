@@ -1,5 +1,8 @@
 import numpy as np
+import pytest
+import xarray as xr
 
+from stemkit import cli
 from stemkit.cli import main
 from tests.conftest import make_cube
 
@@ -45,6 +48,43 @@ def test_train_then_orient_a_file(tmp_path, capsys):
     result = load(out)
     assert result["quaternion"].shape == (4, 3, 4) and "confidence" in result
     assert main(["orient", str(cube), "-o", str(out), "--weights", str(weights), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_orient_writes_zarr_block_by_block_and_resumes_an_interrupted_run(tmp_path, capsys, monkeypatch):
+    """A .zarr result is written a block of scan rows at a time; stopped after one block, the same
+    command finishes the rest and the result equals an uninterrupted prediction."""
+    from stemkit import OrientationMapper, load, save
+    from stemkit.io.resumable import unfinished_blocks
+    from stemkit.physics.specimens import polycrystal
+
+    specimen = polycrystal(("Cu", "Cu2O"), scan_shape=(6, 3), n_grains=2, pattern_size=64, k_step=0.04, seed=1)
+    cube = save(specimen.intensity.chunk({"scan_y": 2}), tmp_path / "cube.zarr")
+    out = tmp_path / "orientation.zarr"
+    monkeypatch.setattr("stemkit.orientation.mapper.LAZY_BLOCK_PATTERNS", 3)  # blocks of one row at least
+    real = cli.save_by_chunks
+
+    def stopped_after_one_block(*args, on_block, **kwargs):
+        def stop(done, total):
+            on_block(done, total)
+            if done == 1:
+                raise KeyboardInterrupt
+        return real(*args, on_block=stop, **kwargs)
+
+    monkeypatch.setattr(cli, "save_by_chunks", stopped_after_one_block)
+    with pytest.raises(KeyboardInterrupt):
+        main(["orient", str(cube), "-o", str(out), "--no-progress"])
+    left = unfinished_blocks(out)
+    assert 0 < len(left) < 6
+    monkeypatch.setattr(cli, "save_by_chunks", real)
+    assert main(["orient", str(cube), "-o", str(out), "--no-progress"]) == 0
+    assert f"{len(left)} blocks of scan rows left" in capsys.readouterr().out
+    assert unfinished_blocks(out) == []
+    result = load(out)
+    expected = OrientationMapper.pretrained("cu-cu2o").predict(load(cube), progress=False)
+    xr.testing.assert_allclose(result.drop_attrs(), expected.drop_attrs(), rtol=1e-5, atol=1e-6)
+    assert result.attrs["input"] == str(cube.resolve())
+    assert main(["orient", str(cube), "-o", str(out), "--no-progress"]) == 2  # complete: never replaced silently
     assert "--overwrite" in capsys.readouterr().err
 
 
