@@ -4,10 +4,12 @@ Each method's maps are relative to its own reference region (``reference`` in it
 so the truth is put relative to the same region first: ``F_true F_ref⁻¹`` with ``F_ref`` the
 component-wise median truth there, then read off by the same polar decomposition
 (DESIGN.md). MAE is over every probe position; a position a method left without an answer
-(NaN) is counted in the ``failed`` column, not in the MAE. py4DSTEM's sign convention is
-checked against the truth (Pearson r of each converted map).
+(NaN) is counted in the ``failed`` column, not in the MAE. py4DSTEM's and auto4dstem's axis and
+sign conventions are checked against the truth (Pearson r of each converted map; for auto4dstem
+also of its raw exx/eyy and un-negated rotation, which must correlate worse).
 
-Run: ``.venv/bin/python benchmarks/strain/compare.py`` (after run_stemkit.py / run_py4dstem.py)
+Run: ``.venv/bin/python benchmarks/strain/compare.py`` (after run_stemkit.py / run_py4dstem.py /
+run_auto4dstem.py)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from stemkit.strain.polar import polar_strain, relative_deformation
 
 HERE = Path(__file__).resolve().parent
 NAMES = ("exx", "eyy", "exy", "rotation")
-LABELS = {"stemkit-ccstae": "stemkit CCSTAE", "stemkit-lattice": "stemkit LatticeFit", "py4dstem": "py4DSTEM StrainMap"}
+LABELS = {"stemkit-ccstae": "stemkit CCSTAE", "stemkit-lattice": "stemkit LatticeFit", "py4dstem": "py4DSTEM StrainMap",
+          "auto4dstem": "auto4dstem 0.2.8"}
 
 
 def truth_relative(film, reference: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,6 +57,9 @@ def rows() -> list[str]:
             result = np.load(result_path)
             method = result_path.stem.split("_")[0]
             label = LABELS.get(method.rsplit("-t", 1)[0], method)
+            if method == "auto4dstem":
+                label += (f" (conv_size {int(result['conv_size'])}, {int(result['stage1_epochs'])}+"
+                          f"{int(result['stage2_epochs'])} epochs of {int(result['per_epoch']):,} patterns)")
             threads = f", {int(result['threads'])} thread(s)" if "threads" in result else ""
             truth = truth_relative(film, result["reference"].astype(bool))
             errors = [np.nanmean(np.abs(result[name] - truth[name])) for name in NAMES]
@@ -69,7 +75,17 @@ def rows() -> list[str]:
                 r = [np.corrcoef(np.nan_to_num(result[n]).ravel(), truth[n].ravel())[0, 1] for n in NAMES]
                 print("py4DSTEM convention check on the 0 % film, Pearson r with the truth: "
                       + ", ".join(f"{n} {v:+.2f}" for n, v in zip(NAMES, r)))
+            if method == "auto4dstem":
+                print(f"auto4dstem convention check on the {w} % film, Pearson r with the truth: "
+                      + ", ".join(f"{n} {pearson(result[n], truth[n]):+.2f}" for n in NAMES)
+                      + f"; raw (their exx, eyy, +rotation): exx {pearson(result['raw_exx'], truth['exx']):+.2f}, "
+                      f"eyy {pearson(result['raw_eyy'], truth['eyy']):+.2f}, "
+                      f"rotation {pearson(-result['rotation'], truth['rotation']):+.2f}")
     return out
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.nan_to_num(a).ravel(), b.ravel())[0, 1])
 
 
 def main() -> None:
