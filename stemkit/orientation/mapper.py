@@ -44,7 +44,7 @@ from stemkit.orientation.weights import WeightsRecord, read_weights, write_weigh
 
 PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
 BLOCK_PATTERNS = 65_536  # patterns tokenised and run at a time (bounded memory)
-REFINE_BATCH = 1024  # patterns refined at a time
+REFINE_BATCH = 256  # patterns refined at a time (larger batches only cost memory: 1024 took 4x the memory, no faster)
 LAZY_BLOCK_PATTERNS = 1024  # least patterns per block of a lazy predict (smaller input chunks are merged)
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
