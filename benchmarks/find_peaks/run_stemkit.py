@@ -29,7 +29,7 @@ import xarray as xr  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-PARAMS = {"threshold": 5.0, "max_peaks": 64, "subpixel": "com", "noise": "poisson"}
+PARAMS = {"threshold": 5.0, "max_peaks": 64, "subpixel": "fit", "noise": "poisson"}
 
 
 def as_datacube(patterns: np.ndarray, k_step: float) -> xr.DataArray:

@@ -30,14 +30,17 @@ from typing import Literal
 import numpy as np
 import torch
 import xarray as xr
+from scipy import ndimage
 
 from stemkit.data.contract import SCAN_DIMS
 from stemkit.preprocess.centering import positions_dataset, probe_template, radius_px_of, reference_image, beam_kernel
 from stemkit.preprocess.kernels import map_patterns
+from stemkit.preprocess.subpixel import TemplateFit
 
 FIELDS = ("ky", "kx", "intensity", "significance")
 BATCH_ELEMENTS = 2**23
 REFINE_ITERATIONS = 4
+SCREEN_FRACTION = 0.6
 
 
 def find_peaks(
@@ -47,7 +50,7 @@ def find_peaks(
     threshold: float = 5.0,
     min_spacing: float | None = None,
     max_peaks: int = 64,
-    subpixel: Literal["com", "none"] = "com",
+    subpixel: Literal["fit", "com", "none"] = "fit",
     noise: Literal["poisson", "uniform"] = "poisson",
     positions: xr.Dataset | None = None,
     radius: float | None = None,
@@ -88,8 +91,8 @@ def find_peaks(
         ``(scan_y, scan_x, peak)``, padded with NaN / False; ``n_peaks``, ``beam_ky``
         and ``beam_kx`` on ``(scan_y, scan_x)``.
     """
-    if subpixel not in ("com", "none"):
-        raise ValueError(f"subpixel must be 'com' or 'none'; got {subpixel!r}")
+    if subpixel not in ("fit", "com", "none"):
+        raise ValueError(f"subpixel must be 'fit', 'com' or 'none'; got {subpixel!r}")
     if noise not in ("poisson", "uniform"):
         raise ValueError(f"noise must be 'poisson' or 'uniform'; got {noise!r}")
     if not (isinstance(max_peaks, int) and max_peaks > 0):
@@ -171,24 +174,6 @@ def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int):
     return b[is_max], r[is_max], c[is_max]
 
 
-def _strongest_per_pattern(b, r, c, score, n: int, k: int):
-    """Pad the candidates of each pattern into ``(n, k)`` arrays, strongest first."""
-    order = torch.sort(score, descending=True, stable=True).indices
-    order = order[torch.sort(b[order], stable=True).indices]
-    b, r, c, score = b[order], r[order], c[order], score[order]
-    counts = torch.bincount(b, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(b.numel(), device=b.device) - first[b]
-    keep = rank < k
-    rows = torch.zeros((n, k), dtype=torch.long, device=b.device)
-    cols = torch.zeros((n, k), dtype=torch.long, device=b.device)
-    scores = torch.full((n, k), -torch.inf, device=score.device, dtype=score.dtype)
-    rows[b[keep], rank[keep]] = r[keep]
-    cols[b[keep], rank[keep]] = c[keep]
-    scores[b[keep], rank[keep]] = score[keep]
-    return rows, cols, scores
-
-
 def _on_off_significance(on: torch.Tensor, off: torch.Tensor, alpha: float) -> torch.Tensor:
     """Li & Ma (1983, ApJ 272, 317, eq. 17) significance of ``on`` counts over a background measured as ``off``.
 
@@ -206,6 +191,216 @@ def _on_off_significance(on: torch.Tensor, off: torch.Tensor, alpha: float) -> t
     return torch.where(on > alpha * off, significance, -significance)
 
 
+def _bin_factor(radius_px: float) -> int:
+    """How many pixels of each axis the screen sums into one: the disk keeps a radius of at least one bin."""
+    return 1 if radius_px < 1.5 else max(2, int(radius_px // 2))
+
+
+def _bin(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Sum ``factor × factor`` blocks of a ``(n, rows, cols)`` stack (a ragged last block is dropped).
+
+    Rows first, then columns: each step adds whole contiguous rows, which is several
+    times faster than adding the ``factor²`` strided sub-grids.
+    """
+    if factor == 1:
+        return x
+    rows, cols = (x.shape[1] // factor) * factor, (x.shape[2] // factor) * factor
+    out = x[:, 0:rows:factor, :cols]
+    for i in range(1, factor):
+        out = out + x[:, i:rows:factor, :cols]
+    summed = out[..., 0::factor]
+    for j in range(1, factor):
+        summed = summed + out[..., j::factor]
+    return summed
+
+
+def _binned_template(template: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """The template binned like the data, centred on the middle bin of a ``shape`` frame.
+
+    The template is first moved by ``(factor − 1)/2`` px so that its centre falls on the
+    centre of a block: a correlation peak at bin ``i`` then means a disk centred at
+    ``factor·i + (factor − 1)/2`` px.
+    """
+    centre = np.array(template.shape) // 2
+    half = int(np.ceil(max(np.abs(np.argwhere(template > 0) - centre).max(initial=0), 1))) + factor
+    small = template[centre[0] - half : centre[0] + half + 1, centre[1] - half : centre[1] + half + 1]
+    small = ndimage.shift(small, ((factor - 1) / 2,) * 2, order=1, mode="constant")
+    pad = (-half) % factor
+    small = np.pad(small, ((pad, factor), (pad, factor)))
+    blocks = small.shape[0] // factor
+    binned = small[: blocks * factor, : blocks * factor].reshape(blocks, factor, blocks, factor).sum(axis=(1, 3))
+    middle = (half + pad) // factor
+    out = np.zeros(shape)
+    top = shape[0] // 2 - middle, shape[1] // 2 - middle
+    out[top[0] : top[0] + blocks, top[1] : top[1] + blocks] = binned
+    return out
+
+
+def _disk_offsets(inner: float, outer: float) -> np.ndarray:
+    """``(k, 2)`` integer offsets ``(dy, dx)`` with ``inner <= |offset| < outer``."""
+    half = int(np.ceil(outer))
+    dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
+    r = np.hypot(dy, dx)
+    ring = (r >= inner) & (r < outer)
+    return np.stack([dy[ring], dx[ring]], axis=1)
+
+
+def _annulus_image(shape: tuple[int, int], inner: float, outer: float) -> np.ndarray:
+    """A ring of ones around the middle pixel of a ``shape`` frame."""
+    rows, cols = np.indices(shape)
+    r = np.hypot(rows - shape[0] // 2, cols - shape[1] // 2)
+    return ((r >= inner) & (r < outer)).astype(np.float64)
+
+
+def _kernel_ft(kernel: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The conjugate FFT of a real kernel centred on the middle pixel: multiplying by it correlates."""
+    centred = np.fft.ifftshift(kernel)
+    return torch.as_tensor(np.conj(np.fft.fft2(centred)), dtype=torch.complex64, device=device)
+
+
+def _correlate_pairs(x: torch.Tensor, kernels_ft: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Correlations of every image of ``x`` with each real kernel, two images per complex FFT.
+
+    Packing image ``2i`` in the real and ``2i + 1`` in the imaginary part is exact because
+    the kernels are real; it halves the transforms (and torch's inverse real FFT is slow).
+    """
+    n = x.shape[0]
+    if n % 2:
+        x = torch.cat([x, torch.zeros_like(x[:1])])
+    spectrum = torch.fft.fft2(torch.complex(x[0::2], x[1::2]))
+    out = []
+    for kernel_ft in kernels_ft:
+        packed = torch.fft.ifft2(spectrum * kernel_ft)
+        out.append(torch.stack([packed.real, packed.imag], dim=1).reshape(-1, *x.shape[1:])[:n])
+    return out
+
+
+def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Vertex of the parabola through three equally spaced values, in steps from the middle (within ±½)."""
+    curvature = left - 2 * centre + right
+    ok = curvature < 0
+    return torch.where(ok, 0.5 * (left - right) / torch.where(ok, curvature, -1.0), 0.0).clamp(-0.5, 0.5)
+
+
+class _Screen:
+    """Candidate disks of a binned stack: local maxima of the binned matched filter above a low threshold.
+
+    The binned data are still counts, so the same on/off significance applies; the
+    screen only decides where the full-resolution measurement looks.
+    """
+
+    def __init__(self, template: np.ndarray, radius_px: float, factor: int, shape: tuple[int, int], noise: str, device):
+        self.factor = factor
+        self.shape = (shape[0] // factor, shape[1] // factor)
+        self.noise = noise
+        self.edge = max(1, int(np.ceil(np.ceil(radius_px) / factor)))
+        binned = _binned_template(template, factor, self.shape)
+        binned /= binned.sum()
+        annulus = _annulus_image(self.shape, (radius_px + 2.0) / factor, (radius_px + 4.0) / factor)
+        self.annulus_pixels = float(annulus.sum())
+        self.excess_ft = _kernel_ft(binned - annulus / annulus.sum(), device)
+        self.annulus_ft = _kernel_ft(annulus / annulus.sum(), device)
+        self.n_eff = 1.0 / float((binned**2).sum())
+        self.kernel_norm = float(np.sqrt(((binned - annulus / annulus.sum()) ** 2).sum()))
+
+    def __call__(self, xb: torch.Tensor, threshold: float, keep: int):
+        """Candidates of the binned stack ``xb``: ``(n, keep)`` full-resolution centres and a validity mask.
+
+        Also returns the robust spread of the binned excess per pattern (used by ``noise="uniform"``).
+        """
+        kernels = [self.excess_ft, self.annulus_ft] if self.noise == "poisson" else [self.excess_ft]
+        excess, *level = _correlate_pairs(xb, kernels)
+        z, exact, spread = self._significance(excess, level[0] if level else None)
+        b, r, c = _local_maxima_above(z, threshold, self.edge)
+        score = z[b, r, c] if exact is None else exact(b, r, c)
+        above = score > threshold
+        b, r, c, score = b[above], r[above], c[above], score[above]
+        dr = _parabola_offset(excess[b, r - 1, c], excess[b, r, c], excess[b, r + 1, c])
+        dc = _parabola_offset(excess[b, r, c - 1], excess[b, r, c], excess[b, r, c + 1])
+        f = self.factor
+        centres = torch.stack([f * (r + dr) + (f - 1) / 2, f * (c + dc) + (f - 1) / 2], dim=1)
+        return _pad_per_pattern(b, centres, score, xb.shape[0], keep), spread
+
+    def _significance(self, excess: torch.Tensor, level: torch.Tensor | None):
+        """Screening map, the exact on/off significance at given bins (Poisson) and the excess's spread (uniform)."""
+        if self.noise == "poisson":
+            expected = level.clamp_min(1.0 / self.annulus_pixels) * self.n_eff
+            surplus = excess * self.n_eff
+            alpha = self.n_eff / self.annulus_pixels
+
+            def exact(b, r, c):
+                off = level[b, r, c] * self.annulus_pixels
+                return _on_off_significance(off * alpha + surplus[b, r, c], off, alpha)
+
+            return surplus * torch.rsqrt(expected), exact, None
+        flat = excess.reshape(excess.shape[0], -1)
+        median = flat.median(dim=1, keepdim=True).values
+        mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
+        spread = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)).reshape(-1)
+        return excess / spread.reshape(-1, 1, 1), None, spread
+
+
+def _pad_per_pattern(b: torch.Tensor, centres: torch.Tensor, score: torch.Tensor, n: int, k: int):
+    """The ``k`` strongest candidates of each pattern: ``(n, k, d)`` values, ``(n, k)`` scores (−inf: none)."""
+    order = torch.sort(score, descending=True, stable=True).indices
+    order = order[torch.sort(b[order], stable=True).indices]
+    b, centres, score = b[order], centres[order], score[order]
+    counts = torch.bincount(b, minlength=n)
+    rank = torch.arange(b.numel(), device=b.device) - (torch.cumsum(counts, 0) - counts)[b]
+    keep = rank < k
+    out_centres = torch.zeros((n, k, centres.shape[1]), dtype=centres.dtype, device=centres.device)
+    out_score = torch.full((n, k), -torch.inf, dtype=score.dtype, device=score.device)
+    out_centres[b[keep], rank[keep]] = centres[keep]
+    out_score[b[keep], rank[keep]] = score[keep]
+    return out_centres, out_score
+
+
+def _suppress_close(centres: torch.Tensor, score: torch.Tensor, spacing: float):
+    """Sort each pattern's candidates by score and drop any within ``spacing`` px of a stronger one.
+
+    ``centres`` is ``(n, k, d)`` with the position in the first two of ``d`` (the rest rides along).
+    """
+    score, order = score.sort(dim=1, descending=True)
+    centres = centres.gather(1, order[..., None].expand_as(centres))
+    k = score.shape[1]
+    distance2 = ((centres[:, :, None, :2] - centres[:, None, :, :2]) ** 2).sum(-1)
+    stronger = torch.ones(k, k, dtype=torch.bool, device=score.device).tril(-1)
+    close = (distance2 < spacing**2) & stronger[None] & torch.isfinite(score)[:, None, :]
+    score = torch.where(close.any(-1), -torch.inf, score)
+    score, order = score.sort(dim=1, descending=True)
+    return centres.gather(1, order[..., None].expand_as(centres)), score
+
+
+def _read_windows(x: torch.Tensor, b: torch.Tensor, origin: torch.Tensor, half: int):
+    """``(m, (2 half + 1)²)`` square windows of ``x`` around the integer ``origin`` of each candidate.
+
+    Windows inside the detector are copied out of a strided view of the stack; the few
+    that cross its edge read the nearest edge pixel instead, and ``inside`` flags the
+    pixels on the detector (``None`` when every window lies inside).
+    """
+    _, rows, cols = x.shape
+    size = 2 * half + 1
+    interior = (origin.min(dim=1).values >= half) & (origin[:, 0] < rows - half) & (origin[:, 1] < cols - half)
+    top = torch.stack([(origin[:, 0] - half).clamp(0, rows - size), (origin[:, 1] - half).clamp(0, cols - size)], dim=1)
+    if x.device.type == "cpu":
+        view = np.lib.stride_tricks.sliding_window_view(x.numpy(), (size, size), axis=(1, 2))
+        values = torch.from_numpy(view[b.numpy(), top[:, 0].numpy(), top[:, 1].numpy()].reshape(len(b), -1))
+    else:
+        view = x.unfold(1, size, 1).unfold(2, size, 1)
+        values = view[b, top[:, 0], top[:, 1]].reshape(len(b), -1)
+    if bool(interior.all()):
+        return values, None
+    edge = ~interior
+    steps = torch.arange(-half, half + 1, device=x.device)
+    pr = origin[edge, 0, None] + steps
+    pc = origin[edge, 1, None] + steps
+    flat = (b[edge, None, None] * rows + pr.clamp(0, rows - 1)[:, :, None]) * cols + pc.clamp(0, cols - 1)[:, None, :]
+    values[edge] = x.reshape(-1)[flat.reshape(len(pr), -1)]
+    inside = torch.ones_like(values, dtype=torch.bool)
+    inside[edge] = (((pr >= 0) & (pr < rows))[:, :, None] & ((pc >= 0) & (pc < cols))[:, None, :]).reshape(len(pr), -1)
+    return values, inside
+
+
 class _PeakFinder:
     """The per-block kernel: ``(n_y, n_x, ky, kx)`` counts -> ``(n_y, n_x, max_peaks + 1, 4)``.
 
@@ -219,46 +414,38 @@ class _PeakFinder:
         self.beam = beam
         self.device = torch.device(device)
         self.radius_px = float(radius_px)
-        self.spacing = max(1, int(round(spacing_px)))
+        self.spacing = max(1.0, float(spacing_px))
         self.threshold = float(threshold)
         self.max_peaks = int(max_peaks)
         self.subpixel = subpixel
         self.noise = noise
         self.edge = int(np.ceil(self.radius_px))
-        annulus = self._annulus(self.radius_px + 2.0, self.radius_px + 4.0)
-        self.annulus_pixels = float(annulus.sum())
-        # the template-weighted sum minus the annulus mean around it, and that mean alone
-        self.excess_ft = self._kernel_ft(template - annulus / annulus.sum())
-        self.annulus_ft = self._kernel_ft(annulus / annulus.sum())
-        self.template_sq = float((template**2).sum())
-        self.window = self._window_offsets(self.radius_px + 2.0)
-        self.annulus_offsets = self._ring_offsets(self.radius_px + 2.0, self.radius_px + 4.0)
-        design = torch.stack(
-            [torch.ones(len(self.annulus_offsets)), self.annulus_offsets[:, 0].float(), self.annulus_offsets[:, 1].float()], 1
-        )
-        self.plane_pinv = torch.linalg.pinv(design).to(self.device)  # (3, n_annulus)
+        factor = _bin_factor(self.radius_px)
+        self.screen = _Screen(template, self.radius_px, factor, self.shape, noise, self.device)
+        self.half = int(np.ceil(self.radius_px + 4.0))  # the window holds the annulus and the shifted template
+        self.fitter = TemplateFit(template, self.radius_px, self.half, self.device)
+        self._window_stencils()
+        if noise == "uniform":  # spread of the full-resolution excess per spread of the binned one (white noise)
+            kernel_norm = np.sqrt(1.0 / self.fitter.n_eff + 1.0 / self.annulus_pixels)
+            self.uniform_scale = kernel_norm / (factor * self.screen.kernel_norm)
 
-    def _annulus(self, inner: float, outer: float) -> np.ndarray:
-        rows, cols = np.indices(self.shape)
-        r = np.hypot(rows - self.shape[0] // 2, cols - self.shape[1] // 2)
-        return ((r >= inner) & (r < outer)).astype(np.float64)
-
-    def _kernel_ft(self, kernel: np.ndarray) -> torch.Tensor:
-        centred = np.fft.ifftshift(kernel)  # kernel centre to index (0, 0)
-        return torch.fft.rfft2(torch.as_tensor(centred, dtype=torch.float32, device=self.device)).conj()
-
-    def _window_offsets(self, radius: float) -> torch.Tensor:
-        half = int(np.ceil(radius))
-        dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
-        inside = np.hypot(dy, dx) <= radius
-        return torch.as_tensor(np.stack([dy[inside], dx[inside]], axis=1), device=self.device)
-
-    def _ring_offsets(self, inner: float, outer: float) -> torch.Tensor:
-        half = int(np.ceil(outer))
-        dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
-        r = np.hypot(dy, dx)
-        ring = (r >= inner) & (r < outer)
-        return torch.as_tensor(np.stack([dy[ring], dx[ring]], axis=1), device=self.device)
+    def _window_stencils(self) -> None:
+        """Within a window: the background annulus and its plane fit, the disk, and the window's pixel offsets."""
+        size = 2 * self.half + 1
+        dy, dx = (a.ravel() for a in np.mgrid[-self.half : self.half + 1, -self.half : self.half + 1])
+        distance = np.hypot(dy, dx)
+        ring = (distance >= self.radius_px + 2.0) & (distance < self.radius_px + 4.0)
+        self.annulus_pixels = float(ring.sum())
+        design = np.stack([np.ones(size * size), dy, dx], axis=1)
+        pinv = np.zeros((3, size * size))
+        pinv[:, ring] = np.linalg.pinv(design[ring])
+        as_tensor = lambda a, **kw: torch.as_tensor(a, device=self.device, **kw)  # noqa: E731
+        self.plane_pinv = as_tensor(pinv, dtype=torch.float32)  # (3, K): the annulus plane's coefficients
+        self.design = as_tensor(design, dtype=torch.float32)  # (K, 3)
+        self.offsets = as_tensor(np.stack([dy, dx], axis=1))
+        disk = np.flatnonzero(distance <= self.radius_px + 1.0)
+        self.disk = as_tensor(disk)
+        self.disk_offsets = as_tensor(np.stack([dy[disk], dx[disk]], axis=1))
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         lead = block.shape[:2]
@@ -271,116 +458,102 @@ class _PeakFinder:
 
     @torch.no_grad()
     def _batch(self, patterns: np.ndarray) -> np.ndarray:
+        if not np.isfinite(patterns).all():
+            patterns = np.nan_to_num(patterns, nan=0.0, posinf=0.0, neginf=0.0)
         x = torch.as_tensor(patterns, device=self.device)
-        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-        spectrum = torch.fft.rfft2(x)
-        excess = torch.fft.irfft2(spectrum * self.excess_ft, s=self.shape)
-        rows, cols, score = self._maxima(*self._significance(excess, spectrum))
+        threshold = SCREEN_FRACTION * self.threshold
+        (starts, screen_score), spread = self.screen(_bin(x, self.screen.factor), threshold, 2 * self.max_peaks)
         result = torch.full((x.shape[0], self.max_peaks + 1, len(FIELDS)), float("nan"))
-        found = torch.isfinite(score)
-        b, slot = found.nonzero(as_tuple=True)
+        b, slot = torch.isfinite(screen_score).nonzero(as_tuple=True)
         if b.numel():
-            refined_rows, refined_cols, intensity = self._refine(x, b, rows[b, slot], cols[b, slot])
-            result[b, slot, 0] = refined_rows
-            result[b, slot, 1] = refined_cols
-            result[b, slot, 2] = intensity
-            result[..., : self.max_peaks, 3] = score
+            centres, score, intensity = self._measure(x, b, starts[b, slot], spread)
+            centres, score, intensity = self._select(x.shape[0], b, centres, score, intensity)
+            found = torch.isfinite(score)
+            result[:, : self.max_peaks, :2] = torch.where(found[..., None], centres, torch.nan)
+            result[:, : self.max_peaks, 2] = torch.where(found, intensity, torch.nan)
+            result[:, : self.max_peaks, 3] = torch.where(found, score, torch.nan)
         if self.beam is not None:
             result[:, self.max_peaks, :2] = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
         return result.cpu().numpy()
 
-    def _significance(self, excess: torch.Tensor, spectrum: torch.Tensor):
-        """A significance map to screen candidates with, and the exact significance of a candidate.
+    def _measure(self, x, b, starts, spread):
+        """Refined centre, significance and integrated intensity of each candidate (flat lists).
 
-        For Poisson noise the screen is the Gaussian ``(n − λ)/√λ`` with λ never below one
-        count per annulus, which overstates the significance of upward deviations, so no
-        true candidate is screened out; the Li & Ma on/off statistic is then computed at the
-        few surviving local maxima only.
+        Each candidate's window is read once. A background plane is fitted to its annulus
+        (one precomputed pseudo-inverse); the centre is refined on the excess over that
+        plane; a candidate whose best shift lies at the bank's limit is measured again
+        around that shift.
         """
-        if self.noise == "poisson":
-            n_eff = 1.0 / self.template_sq
-            level = torch.fft.irfft2(spectrum * self.annulus_ft, s=self.shape)
-            expected = level.clamp_min(1.0 / self.annulus_pixels) * n_eff
-            surplus = excess * n_eff
-            screen = surplus * torch.rsqrt(expected)
-            alpha = n_eff / self.annulus_pixels
+        low = torch.tensor([self.edge, self.edge], device=x.device)
+        high = torch.tensor([self.shape[0] - 1 - self.edge, self.shape[1] - 1 - self.edge], device=x.device)
+        origin = torch.round(starts).long().clamp(low, high)
+        *measured, again = self._measure_windows(x, b, origin, spread)
+        if bool(again.any()):
+            moved = torch.round(measured[0][again]).long().clamp(low, high)
+            repeat = self._measure_windows(x, b[again], moved, spread)
+            for value, new in zip(measured, repeat):
+                value[again] = new
+        return measured
 
-            def exact(b, r, c):
-                off = level[b, r, c] * self.annulus_pixels  # counts in the annulus
-                return _on_off_significance(off * alpha + surplus[b, r, c], off, alpha)
+    def _measure_windows(self, x, b, origin, spread):
+        """Centre, significance, intensity and whether to look again, for windows around ``origin``."""
+        values, inside = _read_windows(x, b, origin, self.half)
+        plane = values @ self.plane_pinv.T  # (m, 3): level and slopes of the background
+        excess = values - plane @ self.design.T
+        if inside is not None:
+            excess = torch.where(inside, excess, 0.0)
+        offset, weighted, again = self._refine(excess)
+        centres = origin.float() + offset
+        pixel = torch.round(offset).long().clamp(-1, 1)
+        size = 2 * self.half + 1
+        intensity = excess.gather(1, self.disk[None] + (pixel[:, :1] * size + pixel[:, 1:])).sum(-1)
+        # the background under the template (unit sum) is the plane's value at the centre
+        level = plane[:, 0] + (plane[:, 1:] * offset).sum(-1)
+        return centres, self._significance(weighted + level, level, spread, b), intensity, again
 
-            return screen, exact
-        flat = excess.reshape(excess.shape[0], -1)
-        median = flat.median(dim=1, keepdim=True).values
-        mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
-        scale = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30))
-        return excess / scale.reshape(-1, 1, 1), None
-
-    def _maxima(self, z: torch.Tensor, rescore=None):
-        """The strongest local maxima above threshold, none within ``spacing`` of a stronger one.
-
-        ``rescore(b, r, c)``, when given, replaces the screening value ``z`` at the local
-        maxima by the exact significance before the threshold is applied again.
-        """
-        b, r, c = _local_maxima_above(z, self.threshold, max(1, self.edge))
-        exact = z[b, r, c] if rescore is None else rescore(b, r, c)
-        above = exact > self.threshold
-        b, r, c, exact = b[above], r[above], c[above], exact[above]
-        most = int(torch.bincount(b, minlength=z.shape[0]).max()) if b.numel() else 0
-        k = max(1, min(2 * self.max_peaks, most))
-        rows, cols, score = _strongest_per_pattern(b, r, c, exact, z.shape[0], k)
-        rf, cf = rows.float(), cols.float()
-        dr = rf[:, :, None] - rf[:, None, :]
-        dc = cf[:, :, None] - cf[:, None, :]
-        distance2 = dr * dr + dc * dc
-        stronger = torch.ones(k, k, dtype=torch.bool, device=z.device).tril(-1)  # j < i is stronger than i
-        close = (distance2 < self.spacing**2) & stronger[None] & torch.isfinite(score)[:, None, :]
-        score = torch.where(close.any(-1) | ~torch.isfinite(score), torch.tensor(-torch.inf, device=z.device), score)
-        score, order = score.sort(dim=1, descending=True)
-        rows, cols = rows.gather(1, order), cols.gather(1, order)
-        rows, cols, score = rows[:, : self.max_peaks], cols[:, : self.max_peaks], score[:, : self.max_peaks]
-        score = torch.where(torch.isfinite(score), score, torch.nan)
-        if score.shape[1] < self.max_peaks:
-            pad = self.max_peaks - score.shape[1]
-            rows, cols = (torch.nn.functional.pad(t, (0, pad)) for t in (rows, cols))
-            score = torch.nn.functional.pad(score, (0, pad), value=float("nan"))
-        return rows, cols, score
-
-    def _refine(self, x, b, rows, cols):
-        """Sub-pixel position and integrated intensity of each found peak (flat lists ``b, rows, cols``).
-
-        A background plane is fitted to the annulus around the peak (a fixed design
-        matrix, so one precomputed pseudo-inverse); the position is the fixed point of a
-        Gaussian-windowed centroid of the excess over that plane, which for a symmetric
-        disk is unbiased; the intensity is the excess summed over the probe disk + 1 px.
-        """
-        b, r0, c0 = b[:, None], rows[:, None], cols[:, None]
-        plane = self._gather(x, b, r0, c0, self.annulus_offsets) @ self.plane_pinv.T  # (m, 3)
-        dy = self.window[:, 0].float()
-        dx = self.window[:, 1].float()
-        pr = r0 + self.window[None, :, 0]
-        pc = c0 + self.window[None, :, 1]
-        excess = self._gather(x, b, r0, c0, self.window) - (plane[:, :1] + plane[:, 1:2] * dy + plane[:, 2:3] * dx)
-        inside = (pr >= 0) & (pr < self.shape[0]) & (pc >= 0) & (pc < self.shape[1])
-        excess = torch.where(inside, excess, 0.0)
-        in_disk = (dy**2 + dx**2) <= (self.radius_px + 1.0) ** 2
-        intensity = (excess * in_disk).sum(-1)
-        offset_r = torch.zeros_like(intensity)
-        offset_c = torch.zeros_like(intensity)
+    def _refine(self, excess):
+        """Offset from the window centre by ``subpixel``, the template-weighted excess there, and ``on_edge``."""
         if self.subpixel == "com":
-            sigma2 = (1.2 * self.radius_px + 0.5) ** 2
-            for _ in range(REFINE_ITERATIONS):
-                weight = torch.exp(-((dy - offset_r[:, None]) ** 2 + (dx - offset_c[:, None]) ** 2) / (2 * sigma2))
-                w_excess = weight * excess
-                total = w_excess.sum(-1)
-                ok = total > 0
-                safe = torch.where(ok, total, torch.ones_like(total))
-                limit = self.radius_px
-                offset_r = torch.where(ok, ((w_excess * dy).sum(-1) / safe).clamp(-limit, limit), offset_r)
-                offset_c = torch.where(ok, ((w_excess * dx).sum(-1) / safe).clamp(-limit, limit), offset_c)
-        return rows.float() + offset_r, cols.float() + offset_c, intensity
+            offset = _windowed_centroid(excess, self.offsets, self.radius_px)
+            _, weighted, _ = self.fitter.fit(excess, integer=True)
+            return offset, weighted, torch.zeros(len(excess), dtype=torch.bool, device=excess.device)
+        return self.fitter.fit(excess, integer=self.subpixel == "none")
 
-    def _gather(self, x, b, r0, c0, offsets):
-        pr = (r0 + offsets[None, :, 0]).clamp(0, self.shape[0] - 1)
-        pc = (c0 + offsets[None, :, 1]).clamp(0, self.shape[1] - 1)
-        return x[b, pr, pc]
+    def _significance(self, on, level, spread, b):
+        """Significance of the template-weighted mean ``on`` over the background ``level`` from the annulus."""
+        if self.noise == "poisson":
+            n_eff = self.fitter.n_eff
+            off = level.clamp_min(0) * self.annulus_pixels
+            return _on_off_significance(on.clamp_min(0) * n_eff, off, n_eff / self.annulus_pixels)
+        return (on - level) / (spread[b] * self.uniform_scale)
+
+    def _select(self, n, b, centres, score, intensity):
+        """Per pattern: the candidates above threshold, none within ``spacing`` of a stronger one, strongest first."""
+        above = score > self.threshold
+        values = torch.cat([centres, intensity[:, None]], dim=1)[above]
+        counts = torch.bincount(b[above], minlength=n)
+        k = max(1, int(counts.max()) if counts.numel() else 0)
+        values, score = _pad_per_pattern(b[above], values, score[above], n, k)
+        values, score = _suppress_close(values, score, self.spacing)
+        pad = self.max_peaks - k
+        if pad > 0:
+            values = torch.nn.functional.pad(values, (0, 0, 0, pad))
+            score = torch.nn.functional.pad(score, (0, pad), value=-torch.inf)
+        values, score = values[:, : self.max_peaks], score[:, : self.max_peaks]
+        return values[..., :2], score, values[..., 2]
+
+
+def _windowed_centroid(excess, offsets, radius_px: float, iterations: int = REFINE_ITERATIONS):
+    """The fixed point of a Gaussian-windowed centre of mass of the excess (``subpixel="com"``)."""
+    dy, dx = offsets[:, 0].float(), offsets[:, 1].float()
+    excess = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0)
+    offset = torch.zeros((excess.shape[0], 2), device=excess.device)
+    sigma2 = (1.2 * radius_px + 0.5) ** 2
+    for _ in range(iterations):
+        weight = torch.exp(-((dy - offset[:, :1]) ** 2 + (dx - offset[:, 1:]) ** 2) / (2 * sigma2))
+        w_excess = weight * excess
+        total = w_excess.sum(-1, keepdim=True)
+        ok = total > 0
+        moments = torch.stack([(w_excess * dy).sum(-1), (w_excess * dx).sum(-1)], dim=1)
+        offset = torch.where(ok, (moments / torch.where(ok, total, 1.0)).clamp(-radius_px, radius_px), offset)
+    return offset
