@@ -31,6 +31,19 @@ def shared(obj: Any) -> Delayed:
     return dask.delayed(obj, pure=True, traverse=False)
 
 
+def on_a_cluster() -> bool:
+    """Whether computations go to a ``dask.distributed`` client (the default client of this process)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return False
+    try:
+        default_client()
+    except ValueError:
+        return False
+    return True
+
+
 def in_row_blocks(data: xr.DataArray | xr.Dataset, patterns_per_block: int) -> xr.DataArray | xr.Dataset:
     """``data`` dask-backed in blocks of whole scan rows of at least about ``patterns_per_block`` patterns.
 

@@ -17,7 +17,8 @@ tuned by hand and a CPU suffices:
 - **transform** runs the encoder for the starting warp and base, then refines each warp
   by Gauss-Newton on the same cycle loss against the fixed base, coarse to fine
   (:func:`stemkit.strain.warp.refine`): the network gives the basin, the smooth warp the
-  sub-pixel precision. Patterns stream through in blocks (dask chunks stay lazy).
+  sub-pixel precision. Patterns stream through in blocks (dask chunks stay lazy); with a
+  ``dask.distributed`` client the blocks run on its workers, which receive the model once.
 - **read-off**: ``F = (D A D⁻¹)⁻ᵀ`` (``D`` the pixel size), brought onto one symmetry
   branch of the base's own rotational symmetry, relative to the reference of
   :mod:`stemkit.strain.reference` (automatic: the dominant base's most uniform region).
@@ -34,6 +35,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
+from stemkit.data.blocks import in_row_blocks, map_row_blocks, on_a_cluster, shared
 from stemkit.data.contract import SCAN_DIMS
 from stemkit.data.validate import validate
 from stemkit.strain.lattice_fit import NotFittedError
@@ -269,18 +271,12 @@ class CCSTAE:
             raise ValueError(f"the patterns give {geometry.size} px images but the model was fitted on "
                              f"{self.geometry_.size} px ones; transform data of the same detector geometry.")
         geometry = geometry.with_scale(self.geometry_.scale)
-        n_y, n_x = data.sizes["scan_y"], data.sizes["scan_x"]
-        rows = _row_blocks(data, BLOCK_PATTERNS)
-        matrices, labels, residuals = [], [], []
-        with self._threads(), torch.no_grad():
-            for start, stop in tqdm(rows, disable=not self.progress, desc="CC-ST-AE transform", unit="block"):
-                images = prepare(np.asarray(data.data[start:stop]), geometry, self.device)
-                for s in range(0, len(images), BLOCK_PATTERNS):
-                    m, label, r = self._measure(images[s:s + BLOCK_PATTERNS])
-                    matrices.append(m), labels.append(label), residuals.append(r)
-        matrix = torch.cat(matrices).double().cpu().numpy().reshape(n_y, n_x, 2, 2)
-        base = torch.cat(labels).cpu().numpy().reshape(n_y, n_x)
-        residual = torch.cat(residuals).cpu().numpy().reshape(n_y, n_x)
+        if on_a_cluster() and data.chunks:
+            measured = map_row_blocks(_measure_block, in_row_blocks(data, BLOCK_PATTERNS), shared(self),
+                                      shared(geometry), name="ccstae").compute()
+            matrix, base, residual = (measured[n].values for n in ("matrix", "base", "residual"))
+        else:
+            matrix, base, residual = self._measure_rows(data, geometry)
         pixel = np.diag([geometry.k_step[1], geometry.k_step[0]])  # (x, y) pixel → (kx, ky)
         reciprocal = pixel @ matrix @ np.linalg.inv(pixel)
         deformation = deformation_from_reciprocal(reciprocal)
@@ -298,6 +294,25 @@ class CCSTAE:
         """``fit(data)`` then ``transform(data)``."""
         return self.fit(data).transform(data)
 
+    def _measure_rows(self, data: xr.DataArray, geometry: PatternGeometry,
+                      progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Warp matrices ``(n_y, n_x, 2, 2)``, base labels and residuals of every pattern, streamed
+        through this process in blocks of scan rows."""
+        n_y, n_x = data.sizes["scan_y"], data.sizes["scan_x"]
+        rows = _row_blocks(data, BLOCK_PATTERNS)
+        matrices, labels, residuals = [], [], []
+        with self._threads(), torch.no_grad():
+            for start, stop in tqdm(rows, disable=not (self.progress and progress), desc="CC-ST-AE transform",
+                                    unit="block"):
+                images = prepare(np.asarray(data.data[start:stop]), geometry, self.device)
+                for s in range(0, len(images), BLOCK_PATTERNS):
+                    m, label, r = self._measure(images[s:s + BLOCK_PATTERNS])
+                    matrices.append(m), labels.append(label), residuals.append(r)
+        matrix = torch.cat(matrices).double().cpu().numpy().reshape(n_y, n_x, 2, 2)
+        base = torch.cat(labels).cpu().numpy().reshape(n_y, n_x)
+        residual = torch.cat(residuals).cpu().numpy().reshape(n_y, n_x)
+        return matrix, base, residual
+
     def _measure(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Refined warps onto the dominant base's frame, base labels and residuals of a block."""
         labels, matrix, shift = self._encode(images)
@@ -314,6 +329,13 @@ class CCSTAE:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def _measure_block(block: xr.DataArray, estimator: CCSTAE, geometry: PatternGeometry) -> xr.Dataset:
+    """The measurements of one block of scan rows, as a Dataset (runs on a dask worker)."""
+    matrix, base, residual = estimator._measure_rows(block, geometry, progress=False)
+    return xr.Dataset({"matrix": ((*SCAN_DIMS, "i", "j"), matrix), "base": (SCAN_DIMS, base),
+                       "residual": (SCAN_DIMS, residual)}, coords={d: block[d] for d in SCAN_DIMS})
 
 
 def _row_blocks(data: xr.DataArray, patterns: int) -> list[tuple[int, int]]:

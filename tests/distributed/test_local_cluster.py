@@ -57,3 +57,24 @@ def test_orientation_blocks_on_the_cluster_receive_the_model_once(client, specim
     assert sum(blocks_run.values()) == 8
     assert all(n <= 1 for n in arrivals.values()), arrivals  # once per worker, not once per block
     assert sum(arrivals.values()) >= 1
+
+
+def test_strain_and_clustering_on_the_cluster_equal_in_memory(client, tmp_path):
+    from stemkit.clustering import DivisiveClustering
+    from stemkit.physics.specimens import strained_film
+    from stemkit.strain import CCSTAE, LatticeFit
+
+    film = strained_film("WS2", (6, 8), pattern_size=64, k_step=0.05, dose=1e6, seed=2)
+    eager = film.intensity
+    lazy = stemkit.load(stemkit.save(eager, tmp_path / "film.zarr"), lazy=True).chunk({"scan_y": 2})
+    for estimator in (LatticeFit(), CCSTAE(epochs=1, max_train_patterns=48, progress=False, seed=0, num_threads=1)):
+        with dask.config.set(scheduler="sync"):  # fitted in this process; only transform is compared
+            estimator.fit(eager)
+        in_memory, on_cluster = estimator.transform(eager), estimator.transform(lazy)
+        xr.testing.assert_allclose(on_cluster.drop_attrs(), in_memory.drop_attrs(), rtol=1e-4, atol=1e-5)
+    arrivals = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
+                                                  if str(entry[0]).startswith("CCSTAE-") and entry[1] == "put-in-memory"))
+    assert all(n <= 1 for n in arrivals.values()) and sum(arrivals.values()) >= 1, arrivals
+    options = dict(k_max=3, max_depth=2, seed=0, progress=False)
+    np.testing.assert_array_equal(DivisiveClustering(**options).fit(lazy).labels_.values,
+                                  DivisiveClustering(**options).fit(eager).labels_.values)
