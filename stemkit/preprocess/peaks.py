@@ -438,7 +438,7 @@ class _PeakFinder:
         self.annulus_pixels = float(ring.sum())
         design = np.stack([np.ones(size * size), dy, dx], axis=1)
         pinv = np.zeros((3, size * size))
-        pinv[:, ring] = np.linalg.pinv(design[ring])
+        pinv[:, ring] = np.linalg.solve(design[ring].T @ design[ring], design[ring].T)
         as_tensor = lambda a, **kw: torch.as_tensor(a, device=self.device, **kw)  # noqa: E731
         self.plane_pinv = as_tensor(pinv, dtype=torch.float32)  # (3, K): the annulus plane's coefficients
         self.design = as_tensor(design, dtype=torch.float32)  # (K, 3)
@@ -473,7 +473,9 @@ class _PeakFinder:
             result[:, : self.max_peaks, 2] = torch.where(found, intensity, torch.nan)
             result[:, : self.max_peaks, 3] = torch.where(found, score, torch.nan)
         if self.beam is not None:
-            result[:, self.max_peaks, :2] = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
+            beam = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
+            result[:, self.max_peaks, :2] = beam
+            _snap_to_beam(result[:, : self.max_peaks, :2], beam, self.radius_px / 2)
         return result.cpu().numpy()
 
     def _measure(self, x, b, starts, spread):
@@ -541,6 +543,21 @@ class _PeakFinder:
             score = torch.nn.functional.pad(score, (0, pad), value=-torch.inf)
         values, score = values[:, : self.max_peaks], score[:, : self.max_peaks]
         return values[..., :2], score, values[..., 2]
+
+
+def _snap_to_beam(centres: torch.Tensor, beam: torch.Tensor, tolerance: float) -> None:
+    """Give the peak within ``tolerance`` px of each pattern's direct beam the beam's measured position.
+
+    The beam finder's centre of mass over the whole bright disk is more precise for it than
+    the template fit (whose sub-pixel shifts of a sampled disk are good to a few thousandths
+    of a pixel, which only matters for a disk this bright), and the direct beam then sits
+    exactly at k = 0.
+    """
+    distance = torch.linalg.vector_norm(centres - beam[:, None, :], dim=-1).nan_to_num(torch.inf)
+    nearest = distance.argmin(dim=1)
+    rows = torch.arange(len(centres))
+    hit = (distance[rows, nearest] <= tolerance) & torch.isfinite(beam).all(dim=1)
+    centres[rows[hit], nearest[hit]] = beam[hit]
 
 
 def _windowed_centroid(excess, offsets, radius_px: float, iterations: int = REFINE_ITERATIONS):

@@ -26,6 +26,7 @@ BANK_SPAN = 1.0
 BANK_TOLERANCE = 1e-5  # fraction of the bank's energy the principal components may leave out
 
 
+
 class TemplateFit:
     """Correlate windows of many patterns with the template at every sub-pixel shift at once.
 
@@ -108,11 +109,16 @@ def _vertex_offsets(correlation: torch.Tensor, i: torch.Tensor, j: torch.Tensor)
 
 def _principal_components(bank: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal basis ``(K, L)`` of the bank's rows, leaving out at most ``tolerance`` of its energy,
-    and the rows' coefficients ``(Q, L)`` in it."""
-    _, singular, vt = np.linalg.svd(bank, full_matrices=False)
-    energy = np.cumsum(singular[::-1] ** 2)[::-1] / np.sum(singular**2)  # energy[l]: left out when keeping l
-    keep = max(1, int(np.argmax(energy < tolerance))) if np.any(energy < tolerance) else len(singular)
-    basis = vt[:keep].T
+    and the rows' coefficients ``(Q, L)`` in it.
+
+    From the eigenvectors of the small ``Q × Q`` Gram matrix (a full SVD of the bank
+    takes far longer where the BLAS threads compete with other work).
+    """
+    eigenvalues, vectors = (a.numpy() for a in torch.linalg.eigh(torch.as_tensor(bank @ bank.T)))
+    eigenvalues, vectors = eigenvalues[::-1].clip(0), vectors[:, ::-1]
+    left_out = 1.0 - np.cumsum(eigenvalues) / eigenvalues.sum()  # left_out[l]: energy beyond the first l + 1
+    keep = int(np.argmax(left_out < tolerance)) + 1 if np.any(left_out < tolerance) else len(eigenvalues)
+    basis = bank.T @ vectors[:, :keep] / np.sqrt(eigenvalues[:keep])
     return basis, bank @ basis
 
 
