@@ -154,24 +154,21 @@ def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, a
     )
 
 
-def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int):
-    """Indices ``(b, r, c)`` of pixels above ``threshold``, ``edge`` px inside the border, >= their 8 neighbours.
+def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.Tensor:
+    """Flat indices into ``z`` (``(n, rows, cols)``) of pixels above ``threshold``, at least ``edge`` px
+    inside the border, and >= their 8 neighbours.
 
-    Only the (few) pixels above threshold are compared with their neighbours.
+    Only the (few) pixels above threshold are compared with their neighbours, through flat
+    offsets into the contiguous map (one gather, no wrap-around since ``edge >= 1``).
     """
-    above = z > threshold
-    above[:, :edge] = False
-    above[:, -edge:] = False
-    above[:, :, :edge] = False
-    above[:, :, -edge:] = False
-    b, r, c = above.nonzero(as_tuple=True)
-    centre = z[b, r, c]
-    is_max = torch.ones_like(centre, dtype=torch.bool)
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr or dc:
-                is_max &= centre >= z[b, r + dr, c + dc]
-    return b[is_max], r[is_max], c[is_max]
+    _, rows, cols = z.shape
+    flat = z.reshape(-1)
+    index = torch.nonzero(flat > threshold).squeeze(1)
+    r, c = (index // cols) % rows, index % cols
+    index = index[(r >= edge) & (r < rows - edge) & (c >= edge) & (c < cols - edge)]
+    offsets = torch.tensor([dr * cols + dc for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc], device=z.device)
+    is_max = (flat[index][:, None] >= flat[index[:, None] + offsets]).all(dim=1)
+    return index[is_max]
 
 
 def _on_off_significance(on: torch.Tensor, off: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -304,40 +301,46 @@ class _Screen:
         self.kernel_norm = float(np.sqrt(((binned - annulus / annulus.sum()) ** 2).sum()))
 
     def __call__(self, xb: torch.Tensor, threshold: float, keep: int):
-        """Candidates of the binned stack ``xb``: ``(n, keep)`` full-resolution centres and a validity mask.
-
-        Also returns the robust spread of the binned excess per pattern (used by ``noise="uniform"``).
-        """
+        """Candidates of the binned stack ``xb``: ``(n, keep, 2)`` full-resolution centres and ``(n, keep)`` scores
+        (−inf: none), and the robust spread of the binned excess per pattern (``noise="uniform"``; else None)."""
         kernels = [self.excess_ft, self.annulus_ft] if self.noise == "poisson" else [self.excess_ft]
         excess, *level = _correlate_pairs(xb, kernels)
-        z, exact, spread = self._significance(excess, level[0] if level else None)
-        b, r, c = _local_maxima_above(z, threshold, self.edge)
-        score = z[b, r, c] if exact is None else exact(b, r, c)
-        above = score > threshold
-        b, r, c, score = b[above], r[above], c[above], score[above]
-        dr = _parabola_offset(excess[b, r - 1, c], excess[b, r, c], excess[b, r + 1, c])
-        dc = _parabola_offset(excess[b, r, c - 1], excess[b, r, c], excess[b, r, c + 1])
-        f = self.factor
-        centres = torch.stack([f * (r + dr) + (f - 1) / 2, f * (c + dc) + (f - 1) / 2], dim=1)
-        return _pad_per_pattern(b, centres, score, xb.shape[0], keep), spread
-
-    def _significance(self, excess: torch.Tensor, level: torch.Tensor | None):
-        """Screening map, the exact on/off significance at given bins (Poisson) and the excess's spread (uniform)."""
+        n, rows, cols = excess.shape
         if self.noise == "poisson":
-            expected = level.clamp_min(1.0 / self.annulus_pixels) * self.n_eff
-            surplus = excess * self.n_eff
-            alpha = self.n_eff / self.annulus_pixels
+            # (C − b) / sqrt(b / n_eff), with b never below one count per annulus; computed in place
+            inverse_sd = level[0].clamp_min_(1.0 / self.annulus_pixels).rsqrt_()
+            index = _local_maxima_above(inverse_sd.mul_(excess), threshold / np.sqrt(self.n_eff), self.edge)
+            background = inverse_sd.reshape(-1)[index]  # (C − b) / sqrt(b) there
+            surplus = excess.reshape(-1)[index]
+            score = self._exact((surplus / background) ** 2, surplus)
+            spread = None
+        else:
+            spread = self._spread(excess)
+            index = _local_maxima_above(excess / spread.reshape(-1, 1, 1), threshold, self.edge)
+            score = excess.reshape(-1)[index] / spread[index // (rows * cols)]
+        above = score > threshold
+        index, score = index[above], score[above]
+        flat = excess.reshape(-1)
+        dr = _parabola_offset(flat[index - cols], flat[index], flat[index + cols])
+        dc = _parabola_offset(flat[index - 1], flat[index], flat[index + 1])
+        f = self.factor
+        r, c = (index // cols) % rows, index % cols
+        centres = torch.stack([f * (r + dr) + (f - 1) / 2, f * (c + dc) + (f - 1) / 2], dim=1)
+        return _pad_per_pattern(index // (rows * cols), centres, score, n, keep), spread
 
-            def exact(b, r, c):
-                off = level[b, r, c] * self.annulus_pixels
-                return _on_off_significance(off * alpha + surplus[b, r, c], off, alpha)
+    def _exact(self, level: torch.Tensor, surplus: torch.Tensor) -> torch.Tensor:
+        """Li & Ma significance of the binned template-weighted excess ``surplus`` over the annulus mean ``level``."""
+        alpha = self.n_eff / self.annulus_pixels
+        off = level * self.annulus_pixels
+        return _on_off_significance(off * alpha + surplus * self.n_eff, off, alpha)
 
-            return surplus * torch.rsqrt(expected), exact, None
+    @staticmethod
+    def _spread(excess: torch.Tensor) -> torch.Tensor:
+        """Robust spread (scaled median absolute deviation) of each pattern's excess map."""
         flat = excess.reshape(excess.shape[0], -1)
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
-        spread = torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)).reshape(-1)
-        return excess / spread.reshape(-1, 1, 1), None, spread
+        return torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)).reshape(-1)
 
 
 def _pad_per_pattern(b: torch.Tensor, centres: torch.Tensor, score: torch.Tensor, n: int, k: int):
@@ -375,8 +378,8 @@ def _read_windows(x: torch.Tensor, b: torch.Tensor, origin: torch.Tensor, half: 
     """``(m, (2 half + 1)²)`` square windows of ``x`` around the integer ``origin`` of each candidate.
 
     Windows inside the detector are copied out of a strided view of the stack; the few
-    that cross its edge read the nearest edge pixel instead, and ``inside`` flags the
-    pixels on the detector (``None`` when every window lies inside).
+    that cross its edge read the nearest edge pixel instead. Also returns which windows
+    cross the edge and, for those, which of their pixels lie on the detector.
     """
     _, rows, cols = x.shape
     size = 2 * half + 1
@@ -388,17 +391,16 @@ def _read_windows(x: torch.Tensor, b: torch.Tensor, origin: torch.Tensor, half: 
     else:
         view = x.unfold(1, size, 1).unfold(2, size, 1)
         values = view[b, top[:, 0], top[:, 1]].reshape(len(b), -1)
-    if bool(interior.all()):
-        return values, None
-    edge = ~interior
+    edge = torch.nonzero(~interior).squeeze(1)
+    if not len(edge):
+        return values, edge, None
     steps = torch.arange(-half, half + 1, device=x.device)
     pr = origin[edge, 0, None] + steps
     pc = origin[edge, 1, None] + steps
     flat = (b[edge, None, None] * rows + pr.clamp(0, rows - 1)[:, :, None]) * cols + pc.clamp(0, cols - 1)[:, None, :]
     values[edge] = x.reshape(-1)[flat.reshape(len(pr), -1)]
-    inside = torch.ones_like(values, dtype=torch.bool)
-    inside[edge] = (((pr >= 0) & (pr < rows))[:, :, None] & ((pc >= 0) & (pc < cols))[:, None, :]).reshape(len(pr), -1)
-    return values, inside
+    inside = ((pr >= 0) & (pr < rows))[:, :, None] & ((pc >= 0) & (pc < cols))[:, None, :]
+    return values, edge, inside.reshape(len(pr), -1)
 
 
 class _PeakFinder:
@@ -423,8 +425,9 @@ class _PeakFinder:
         factor = _bin_factor(self.radius_px)
         self.screen = _Screen(template, self.radius_px, factor, self.shape, noise, self.device)
         self.half = int(np.ceil(self.radius_px + 4.0))  # the window holds the annulus and the shifted template
-        self.fitter = TemplateFit(template, self.radius_px, self.half, self.device)
         self._window_stencils()
+        self.fitter = TemplateFit(template, self.radius_px, self.half, self.device, design=self.design)
+        self.projection = torch.cat([self.plane_pinv.T, self.fitter.basis], dim=1)  # (K, 3 + L)
         if noise == "uniform":  # spread of the full-resolution excess per spread of the binned one (white noise)
             kernel_norm = np.sqrt(1.0 / self.fitter.n_eff + 1.0 / self.annulus_pixels)
             self.uniform_scale = kernel_norm / (factor * self.screen.kernel_norm)
@@ -498,28 +501,47 @@ class _PeakFinder:
         return measured
 
     def _measure_windows(self, x, b, origin, spread):
-        """Centre, significance, intensity and whether to look again, for windows around ``origin``."""
-        values, inside = _read_windows(x, b, origin, self.half)
-        plane = values @ self.plane_pinv.T  # (m, 3): level and slopes of the background
-        excess = values - plane @ self.design.T
-        if inside is not None:
-            excess = torch.where(inside, excess, 0.0)
-        offset, weighted, again = self._refine(excess)
+        """Centre, significance, intensity and whether to look again, for windows around ``origin``.
+
+        The background plane is subtracted inside the products (``(V − P D) B = V B − P (D B)``)
+        rather than from every window pixel; pixels off the detector are given the plane's
+        value, so that they carry no excess.
+        """
+        values, edge, inside = _read_windows(x, b, origin, self.half)
+        # one pass over the windows: the annulus plane (level and slopes) and the template's components
+        projected = values @ self.projection
+        plane, components = projected[:, :3], projected[:, 3:]
+        if len(edge):
+            values[edge] = torch.where(inside, values[edge], plane[edge] @ self.design.T)
+            components[edge] = values[edge] @ self.fitter.basis
+        if self.subpixel == "com":
+            excess = values - plane @ self.design.T
+            offset, weighted, again = self._refine(excess)
+        else:
+            excess = None
+            offset, weighted, again = self.fitter.fit_components(components - plane @ self.fitter.design_basis,
+                                                                  integer=self.subpixel == "none")
         centres = origin.float() + offset
         pixel = torch.round(offset).long().clamp(-1, 1)
+        level = plane[:, 0] + (plane[:, 1:] * offset).sum(-1)  # the plane under the template's centre
+        return centres, self._significance(weighted + level, level, spread, b), self._intensity(values, excess, plane, pixel), again
+
+    def _intensity(self, values, excess, plane, pixel):
+        """Excess over the plane summed over the disk (radius + 1 px) around the window pixel ``pixel``."""
         size = 2 * self.half + 1
-        intensity = excess.gather(1, self.disk[None] + (pixel[:, :1] * size + pixel[:, 1:])).sum(-1)
-        # the background under the template (unit sum) is the plane's value at the centre
-        level = plane[:, 0] + (plane[:, 1:] * offset).sum(-1)
-        return centres, self._significance(weighted + level, level, spread, b), intensity, again
+        index = self.disk[None] + (pixel[:, :1] * size + pixel[:, 1:])
+        if excess is not None:
+            return excess.gather(1, index).sum(-1)
+        # the disk is symmetric about its pixel, so the plane sums to n · plane(pixel) over it
+        under = plane[:, 0] + (plane[:, 1:] * pixel.float()).sum(-1)
+        return values.gather(1, index).sum(-1) - len(self.disk) * under
 
     def _refine(self, excess):
-        """Offset from the window centre by ``subpixel``, the template-weighted excess there, and ``on_edge``."""
-        if self.subpixel == "com":
-            offset = _windowed_centroid(excess, self.offsets, self.radius_px)
-            _, weighted, _ = self.fitter.fit(excess, integer=True)
-            return offset, weighted, torch.zeros(len(excess), dtype=torch.bool, device=excess.device)
-        return self.fitter.fit(excess, integer=self.subpixel == "none")
+        """``subpixel="com"``: the windowed centroid's offset, the template-weighted excess at the best
+        whole-pixel shift, and never ``on_edge``."""
+        offset = _windowed_centroid(excess, self.offsets, self.radius_px)
+        _, weighted, _ = self.fitter.fit(excess, integer=True)
+        return offset, weighted, torch.zeros(len(excess), dtype=torch.bool, device=excess.device)
 
     def _significance(self, on, level, spread, b):
         """Significance of the template-weighted mean ``on`` over the background ``level`` from the annulus."""

@@ -42,10 +42,13 @@ class TemplateFit:
         Torch device of the bank.
     steps, span
         Bank shifts: multiples of ``1/steps`` px up to ``span`` px in each axis.
+    design
+        ``(K, 3)`` columns 1, row and column offset of the window pixels, for fitting windows
+        whose background plane is given rather than subtracted.
     """
 
     def __init__(self, template: np.ndarray, radius_px: float, half: int, device: torch.device,
-                 steps: int = BANK_STEPS, span: float = BANK_SPAN):
+                 steps: int = BANK_STEPS, span: float = BANK_SPAN, design: torch.Tensor | None = None):
         self.half, self.step = int(half), 1.0 / steps
         small = _centred_crop(template, self.half, radius_px + 2.0)
         self.shifts = np.arange(-round(span * steps), round(span * steps) + 1) / steps
@@ -56,6 +59,7 @@ class TemplateFit:
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.basis, self.coefficients, self.norms = as_tensor(basis), as_tensor(coefficients.T), as_tensor(norms)
         self.n_eff = float(1.0 / np.mean(norms**2))  # effective counts per unit of template-weighted mean
+        self.design_basis = None if design is None else design.T @ self.basis  # (3, L): a plane's components
 
     def fit(self, windows: torch.Tensor, integer: bool = False):
         """Best shift of the template in each window.
@@ -76,20 +80,24 @@ class TemplateFit:
         on_edge
             ``(m,)`` True where the best shift is the largest in the bank: the centre may lie further out.
         """
+        return self.fit_components(windows @ self.basis, integer)
+
+    def fit_components(self, components: torch.Tensor, integer: bool = False):
+        """:meth:`fit` from the windows' ``(m, L)`` components in :attr:`basis` (see there)."""
         g = len(self.shifts)
-        correlation = ((windows @ self.basis) @ self.coefficients).reshape(-1, g, g)
+        correlation = (components @ self.coefficients).reshape(-1, g, g)
         if integer:
-            whole = torch.zeros(g, dtype=torch.bool, device=windows.device)
+            whole = torch.zeros(g, dtype=torch.bool, device=components.device)
             whole[:: round(1 / self.step)] = True
             correlation = torch.where(whole[:, None] & whole[None, :], correlation, -torch.inf)
-        best = correlation.reshape(len(windows), -1).argmax(dim=1)
+        best = correlation.reshape(len(components), -1).argmax(dim=1)
         i, j = best // g, best % g
         on_edge = (i == 0) | (i == g - 1) | (j == 0) | (j == g - 1)
-        shifts = torch.as_tensor(self.shifts, dtype=torch.float32, device=windows.device)
+        shifts = torch.as_tensor(self.shifts, dtype=torch.float32, device=components.device)
         offset = torch.stack([shifts[i], shifts[j]], dim=1)
         if not integer:
             offset = offset + self.step * _vertex_offsets(correlation, i.clamp(1, g - 2), j.clamp(1, g - 2))
-        rows = torch.arange(len(windows), device=windows.device)
+        rows = torch.arange(len(components), device=components.device)
         weighted = correlation[rows, i, j] * self.norms[best]
         return offset, weighted, on_edge
 
