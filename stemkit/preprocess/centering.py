@@ -204,7 +204,7 @@ def probe_template(image: np.ndarray, radius_px: float) -> np.ndarray:
 
 def _flat(block: np.ndarray) -> np.ndarray:
     patterns = np.asarray(block, dtype=np.float64).reshape(-1, *block.shape[-2:])
-    return np.where(np.isfinite(patterns), patterns, 0.0)
+    return patterns if np.isfinite(patterns).all() else np.where(np.isfinite(patterns), patterns, 0.0)
 
 
 def _argmax_rows_cols(images: np.ndarray) -> np.ndarray:
@@ -215,28 +215,41 @@ def _argmax_rows_cols(images: np.ndarray) -> np.ndarray:
 def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.ndarray:
     """Centre of mass in a circular window around ``start``, re-centred a few times.
 
-    Only a box around each window is read, so the cost does not grow with the detector size.
+    Only a box around each window is read (a strided view of the zero-padded patterns, so
+    pixels off the detector count as empty), and the moments come from the box's row and
+    column sums: the cost does not grow with the detector size.
     """
     window_radius = 1.5 * radius_px + 2.0
     half = int(np.ceil(window_radius)) + 1
+    size = 2 * half + 1
     offsets = np.arange(-half, half + 1)
     n, n_rows, n_cols = patterns.shape
-    index = np.arange(n)[:, None, None]
+    index = np.arange(n)
     centre = start.copy()
+    view, pad = None, 0
     for _ in range(REFINE_ITERATIONS):
         base = np.nan_to_num(np.round(centre), nan=0).astype(int)
-        rows = base[:, 0, None, None] + offsets[None, :, None]
-        cols = base[:, 1, None, None] + offsets[None, None, :]
-        inside = (rows >= 0) & (rows < n_rows) & (cols >= 0) & (cols < n_cols)
-        values = patterns[index, rows.clip(0, n_rows - 1), cols.clip(0, n_cols - 1)]
-        distance = np.hypot(rows - centre[:, 0, None, None], cols - centre[:, 1, None, None])
-        weights = np.where(inside & (distance <= window_radius), values, 0.0)
+        base = np.stack([base[:, 0].clip(0, n_rows - 1), base[:, 1].clip(0, n_cols - 1)], axis=1)
+        if view is None or (pad == 0 and _near_edge(base, half, n_rows, n_cols)):
+            pad = half if _near_edge(base, half, n_rows, n_cols) else 0
+            padded = np.pad(patterns, ((0, 0), (pad, pad), (pad, pad))) if pad else patterns
+            view = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+        rows = base[:, 0, None] + offsets  # (n, size)
+        cols = base[:, 1, None] + offsets
+        distance2 = (rows - centre[:, 0, None])[:, :, None] ** 2 + (cols - centre[:, 1, None])[:, None, :] ** 2
+        box = view[index, base[:, 0] - half + pad, base[:, 1] - half + pad]
+        weights = np.where(distance2 <= window_radius**2, box, 0.0)
         total = weights.sum(axis=(1, 2))
         ok = total > 0
-        new_rows = (weights * rows).sum(axis=(1, 2)) / np.where(ok, total, 1)
-        new_cols = (weights * cols).sum(axis=(1, 2)) / np.where(ok, total, 1)
+        new_rows = (weights.sum(axis=2) * rows).sum(axis=1) / np.where(ok, total, 1)
+        new_cols = (weights.sum(axis=1) * cols).sum(axis=1) / np.where(ok, total, 1)
         centre = np.where(ok[:, None], np.stack([new_rows, new_cols], axis=1), np.nan)
     return centre
+
+
+def _near_edge(base: np.ndarray, half: int, n_rows: int, n_cols: int) -> bool:
+    """Whether any box of ``half`` px around ``base`` reaches past the patterns' border."""
+    return bool((base.min() < half) or (base[:, 0].max() > n_rows - 1 - half) or (base[:, 1].max() > n_cols - 1 - half))
 
 
 # -- descan fit ----------------------------------------------------------------------

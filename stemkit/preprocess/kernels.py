@@ -8,6 +8,7 @@ dask data (once per chunk of whole patterns, via ``map_blocks``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask.array as da
@@ -19,7 +20,9 @@ BATCH_BYTES = 64 * 2**20
 Kernel = Callable[[np.ndarray], np.ndarray]
 
 
-def map_patterns(data: xr.DataArray, kernel: Kernel, *, out_shape: tuple[int, ...], dtype: Any) -> Any:
+def map_patterns(
+    data: xr.DataArray, kernel: Kernel, *, out_shape: tuple[int, ...], dtype: Any, workers: int = 1
+) -> Any:
     """Apply ``kernel`` to every pattern of ``data``; return a numpy or dask array ``(n_y, n_x, *out_shape)``.
 
     Parameters
@@ -32,6 +35,9 @@ def map_patterns(data: xr.DataArray, kernel: Kernel, *, out_shape: tuple[int, ..
         Trailing shape of the kernel's output per pattern.
     dtype
         Output dtype.
+    workers
+        For numpy data: how many batches to run at once in threads (the kernel must release
+        the GIL for this to help, and be thread-safe). Dask data use dask's scheduler.
     """
     array = data.data
     if isinstance(array, da.Array):
@@ -47,8 +53,19 @@ def map_patterns(data: xr.DataArray, kernel: Kernel, *, out_shape: tuple[int, ..
         )
     n_y, n_x = array.shape[:2]
     rows_per_batch = max(1, BATCH_BYTES // max(1, array[0].nbytes * 4))
+    if workers > 1:  # at least one batch per worker
+        rows_per_batch = max(1, min(rows_per_batch, -(-n_y // workers)))
     out = np.empty((n_y, n_x, *out_shape), dtype=dtype)
-    for start in range(0, n_y, rows_per_batch):
+
+    def run(start: int) -> None:
         stop = min(n_y, start + rows_per_batch)
         out[start:stop] = kernel(np.asarray(array[start:stop]))
+
+    starts = range(0, n_y, rows_per_batch)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            list(pool.map(run, starts))
+    else:
+        for start in starts:
+            run(start)
     return out

@@ -108,11 +108,30 @@ def find_peaks(
         raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
     beam = None if positions is not None else beam_kernel(reference, radius_px)
     finder = _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
-    raw = np.asarray(map_patterns(data, finder, out_shape=(max_peaks + 1, len(FIELDS)), dtype=np.float32))
+    raw = _run(data, finder, max_peaks)
     if positions is None:
         positions = positions_dataset(data, raw[:, :, max_peaks, :2].astype(np.float64), method="com", radius_px=radius_px)
     attrs = locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius)
     return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs)
+
+
+def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarray:
+    """The finder over every pattern: ``(n_y, n_x, max_peaks + 1, fields)``.
+
+    On the CPU with numpy data and more than one torch thread, batches run in as many
+    Python threads, each with single-threaded torch operations: the many small operations
+    of the finder scale better that way than with intra-op threads, and no thread spins
+    at a barrier waiting for a core that another job is using.
+    """
+    shape = (max_peaks + 1, len(FIELDS))
+    threads = torch.get_num_threads()
+    if finder.device.type != "cpu" or threads == 1 or not isinstance(data.data, np.ndarray):
+        return np.asarray(map_patterns(data, finder, out_shape=shape, dtype=np.float32))
+    torch.set_num_threads(1)
+    try:
+        return map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def locals_for_attrs(threshold, min_spacing, max_peaks, subpixel, noise, radius) -> dict:
@@ -155,18 +174,18 @@ def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, a
 
 
 def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.Tensor:
-    """Flat indices into ``z`` (``(n, rows, cols)``) of pixels above ``threshold``, at least ``edge`` px
-    inside the border, and >= their 8 neighbours.
+    """Flat indices into the packed maps ``z`` (``(n / 2, rows, cols, 2)``, see :func:`_correlate_pairs`)
+    of pixels above ``threshold``, at least ``edge`` px inside the border, and >= their 8 neighbours.
 
     Only the (few) pixels above threshold are compared with their neighbours, through flat
-    offsets into the contiguous map (one gather, no wrap-around since ``edge >= 1``).
+    offsets into the contiguous maps (one gather, no wrap-around since ``edge >= 1``).
     """
-    _, rows, cols = z.shape
+    _, rows, cols, _ = z.shape
     flat = z.reshape(-1)
     index = torch.nonzero(flat > threshold).squeeze(1)
-    r, c = (index // cols) % rows, index % cols
+    _, r, c = _unpack(index, rows, cols)
     index = index[(r >= edge) & (r < rows - edge) & (c >= edge) & (c < cols - edge)]
-    offsets = torch.tensor([dr * cols + dc for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc], device=z.device)
+    offsets = torch.tensor([2 * (dr * cols + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc], device=z.device)
     is_max = (flat[index][:, None] >= flat[index[:, None] + offsets]).all(dim=1)
     return index[is_max]
 
@@ -260,16 +279,18 @@ def _correlate_pairs(x: torch.Tensor, kernels_ft: list[torch.Tensor]) -> list[to
 
     Packing image ``2i`` in the real and ``2i + 1`` in the imaginary part is exact because
     the kernels are real; it halves the transforms (and torch's inverse real FFT is slow).
+    The results stay packed: ``(ceil(n / 2), rows, cols, 2)``, image ``2i + k`` at ``[i, ..., k]``
+    (an odd stack gets a blank last image).
     """
-    n = x.shape[0]
-    if n % 2:
+    if x.shape[0] % 2:
         x = torch.cat([x, torch.zeros_like(x[:1])])
     spectrum = torch.fft.fft2(torch.complex(x[0::2], x[1::2]))
-    out = []
-    for kernel_ft in kernels_ft:
-        packed = torch.fft.ifft2(spectrum * kernel_ft)
-        out.append(torch.stack([packed.real, packed.imag], dim=1).reshape(-1, *x.shape[1:])[:n])
-    return out
+    return [torch.view_as_real(torch.fft.ifft2(spectrum * kernel_ft)) for kernel_ft in kernels_ft]
+
+
+def _unpack(index: torch.Tensor, rows: int, cols: int):
+    """Image, row and column of flat indices into a packed ``(n / 2, rows, cols, 2)`` stack."""
+    return (index // (2 * rows * cols)) * 2 + index % 2, (index // (2 * cols)) % rows, (index // 2) % cols
 
 
 def _parabola_offset(left: torch.Tensor, centre: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -305,28 +326,29 @@ class _Screen:
         (−inf: none), and the robust spread of the binned excess per pattern (``noise="uniform"``; else None)."""
         kernels = [self.excess_ft, self.annulus_ft] if self.noise == "poisson" else [self.excess_ft]
         excess, *level = _correlate_pairs(xb, kernels)
-        n, rows, cols = excess.shape
+        n, (_, rows, cols, _) = xb.shape[0], excess.shape
         if self.noise == "poisson":
             # (C − b) / sqrt(b / n_eff), with b never below one count per annulus; computed in place
             inverse_sd = level[0].clamp_min_(1.0 / self.annulus_pixels).rsqrt_()
             index = _local_maxima_above(inverse_sd.mul_(excess), threshold / np.sqrt(self.n_eff), self.edge)
-            background = inverse_sd.reshape(-1)[index]  # (C − b) / sqrt(b) there
+            z = inverse_sd.reshape(-1)[index]  # (C − b) / sqrt(b) there
             surplus = excess.reshape(-1)[index]
-            score = self._exact((surplus / background) ** 2, surplus)
+            score = self._exact((surplus / z) ** 2, surplus)
             spread = None
         else:
-            spread = self._spread(excess)
-            index = _local_maxima_above(excess / spread.reshape(-1, 1, 1), threshold, self.edge)
-            score = excess.reshape(-1)[index] / spread[index // (rows * cols)]
+            spread = self._spread(excess, n)
+            scale = torch.nn.functional.pad(spread, (0, excess.shape[0] * 2 - n), value=1.0).reshape(-1, 1, 1, 2)
+            index = _local_maxima_above(excess / scale, threshold, self.edge)
+            score = excess.reshape(-1)[index] / spread[_unpack(index, rows, cols)[0]]
         above = score > threshold
         index, score = index[above], score[above]
         flat = excess.reshape(-1)
-        dr = _parabola_offset(flat[index - cols], flat[index], flat[index + cols])
-        dc = _parabola_offset(flat[index - 1], flat[index], flat[index + 1])
+        dr = _parabola_offset(flat[index - 2 * cols], flat[index], flat[index + 2 * cols])
+        dc = _parabola_offset(flat[index - 2], flat[index], flat[index + 2])
         f = self.factor
-        r, c = (index // cols) % rows, index % cols
+        b, r, c = _unpack(index, rows, cols)
         centres = torch.stack([f * (r + dr) + (f - 1) / 2, f * (c + dc) + (f - 1) / 2], dim=1)
-        return _pad_per_pattern(index // (rows * cols), centres, score, n, keep), spread
+        return _pad_per_pattern(b, centres, score, n, keep), spread
 
     def _exact(self, level: torch.Tensor, surplus: torch.Tensor) -> torch.Tensor:
         """Li & Ma significance of the binned template-weighted excess ``surplus`` over the annulus mean ``level``."""
@@ -335,9 +357,9 @@ class _Screen:
         return _on_off_significance(off * alpha + surplus * self.n_eff, off, alpha)
 
     @staticmethod
-    def _spread(excess: torch.Tensor) -> torch.Tensor:
-        """Robust spread (scaled median absolute deviation) of each pattern's excess map."""
-        flat = excess.reshape(excess.shape[0], -1)
+    def _spread(excess: torch.Tensor, n: int) -> torch.Tensor:
+        """Robust spread (scaled median absolute deviation) of each of the ``n`` packed excess maps."""
+        flat = excess.movedim(-1, 1).reshape(-1, excess.shape[1] * excess.shape[2])[:n]
         median = flat.median(dim=1, keepdim=True).values
         mad = (flat - median).abs().median(dim=1, keepdim=True).values * 1.4826
         return torch.maximum(mad, 1e-6 * flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)).reshape(-1)
