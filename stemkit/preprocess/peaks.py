@@ -1,26 +1,31 @@
-"""Bragg-peak finding: a matched filter with the probe, significance against Poisson noise,
-non-maximum suppression, and sub-pixel centre-of-mass refinement, batched in torch.
+"""Bragg-peak finding: a matched filter with the probe on binned patterns, significance against
+Poisson noise, and a least-squares fit of the probe template to each candidate, batched in torch.
 
 For every pattern:
 
-1. correlate with the probe template (unit sum; the direct beam of the mean pattern,
-   or a vacuum pattern) minus the mean over an annulus around each pixel (the local
-   background), in one FFT filter, giving the excess ``C - b``;
-2. turn it into a significance: with ``noise="poisson"`` (data in counts) the Li & Ma
-   (1983) on/off statistic of the counts under the template against the counts in the
-   annulus — Gaussian ``(C - b)/σ`` for many counts, right in the Poisson tail for few,
-   and aware that the annulus itself is a noisy estimate of the background;
-   with ``noise="uniform"``, σ is the robust spread (MAD) of ``C - b`` over the pattern;
-3. keep local maxima (within ``min_spacing``) above ``threshold`` σ, away from the
-   detector edge, strongest first, at most ``max_peaks``;
-4. refine each to sub-pixel precision: subtract a background plane fitted in an annulus
-   around the peak, then iterate a Gaussian-windowed centre of mass to its fixed point
-   (``subpixel="com"``; unbiased for a symmetric disk on a sloping background), and
-   measure the integrated intensity over the plane within the probe radius + 1 px.
+1. screen: sum 2×2 (larger disks: more) pixels into bins and correlate with the binned probe
+   template (unit sum; the direct beam of the mean pattern, or a vacuum pattern) and with
+   an annulus around it, two patterns per complex FFT, giving the excess ``C − b`` of the
+   template-weighted counts over the annulus mean; keep the local maxima whose Li & Ma
+   (1983) on/off significance (``noise="poisson"``: data in counts) or whose excess over
+   its robust spread (MAD, ``noise="uniform"``) exceeds ``0.6 × threshold``: binning costs
+   a disk some contrast, so the screen is generous and only says where to look;
+2. measure each candidate at full resolution in one small window: fit a background plane
+   to the annulus (``radius + 2`` to ``radius + 4`` px), then find the sub-pixel shift at
+   which the template best fits the excess over it (``subpixel="fit"``: least squares
+   through a bank of template shifts, see :mod:`stemkit.preprocess.subpixel`; ``"com"``:
+   the Gaussian-windowed centroid of earlier versions; ``"none"``: the best whole pixel);
+3. its significance is the on/off statistic of the template-weighted counts at that centre
+   against the annulus (with σ from the screen's MAD for ``noise="uniform"``); keep those
+   above ``threshold``, none within ``min_spacing`` of a stronger one, strongest first, at
+   most ``max_peaks``; the intensity is the excess over the plane within the probe radius
+   + 1 px.
 
 Positions are returned relative to the direct beam of each pattern (measured with
 :func:`beam_position` unless given), so ``kx = ky = 0`` is the beam in every pattern
-without resampling anything. The direct beam itself is one of the peaks.
+without resampling anything. The direct beam itself is one of the peaks; when the beam is
+measured here, that peak takes the measured beam position (its centre of mass over the
+whole bright disk).
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ def find_peaks(
     max_peaks
         Length of the padded ``peak`` dimension; the strongest peaks are kept.
     subpixel
-        ``"com"`` (background-subtracted centre of mass) or ``"none"`` (pixel positions).
+        ``"fit"`` (least-squares fit of the shifted probe template), ``"com"`` (background-
+        subtracted, Gaussian-windowed centre of mass) or ``"none"`` (whole pixels).
     noise
         ``"poisson"`` for counts, ``"uniform"`` for data of unknown scale (see above).
     positions
@@ -81,7 +87,8 @@ def find_peaks(
     radius
         Probe radius in 1/Å; default: measured from the mean pattern.
     device
-        Torch device for the computation (``"cuda"`` for a GPU).
+        Torch device for the computation (``"cuda"`` for a GPU). On the CPU, numpy data are
+        processed in as many threads as ``torch.get_num_threads()``.
 
     Returns
     -------
@@ -500,7 +507,8 @@ class _PeakFinder:
         if self.beam is not None:
             beam = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
             result[:, self.max_peaks, :2] = beam
-            _snap_to_beam(result[:, : self.max_peaks, :2], beam, self.radius_px / 2)
+            if self.subpixel != "none":
+                _snap_to_beam(result[:, : self.max_peaks, :2], beam, self.radius_px / 2)
         return result.cpu().numpy()
 
     def _measure(self, x, b, starts, spread):
