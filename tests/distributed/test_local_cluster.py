@@ -78,3 +78,16 @@ def test_strain_and_clustering_on_the_cluster_equal_in_memory(client, tmp_path):
     options = dict(k_max=3, max_depth=2, seed=0, progress=False)
     np.testing.assert_array_equal(DivisiveClustering(**options).fit(lazy).labels_.values,
                                   DivisiveClustering(**options).fit(eager).labels_.values)
+
+
+def test_centring_and_the_explore_dashboard_on_the_cluster_equal_in_memory(client, specimen, tmp_path):
+    from stemkit.preprocess import center
+    from stemkit.viz import explore
+
+    eager = specimen.intensity
+    lazy = stemkit.load(stemkit.save(eager, tmp_path / "cube.zarr"), lazy=True).chunk({"scan_y": 3})
+    xr.testing.assert_allclose(center(lazy).compute(), center(eager))
+    on_cluster, in_memory = explore(lazy, detector="ADF"), explore(eager, detector="ADF")
+    on_cluster.recompute()
+    xr.testing.assert_allclose(on_cluster.image, in_memory.image)
+    np.testing.assert_array_equal(on_cluster.select(5, 7), in_memory.select(5, 7))
