@@ -10,7 +10,8 @@ default OpenBLAS threads; stemkit: 1 or 2 torch threads); accuracy does not depe
 variant (checked: a warning is printed otherwise). The one-core row (stemkit with one torch
 thread, py4DSTEM in one process with one BLAS thread) is the per-core efficiency, the figure
 least disturbed by other jobs on a shared machine. The scoring rule
-is in ``matching.py``. A last table checks the issue's targets, and, when present, one
+is in ``matching.py``; each table also gives the shot-noise bound on the position RMS
+(``crb.py``). A last table checks the issue's targets, and, when present, one
 more gives py4DSTEM with each file's own best threshold (the "oracle", an upper bound).
 
 Run: ``.venv/bin/python benchmarks/find_peaks/compare.py [--results DIR]``
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crb import position_bound
 from matching import SNR_CLASSES, Scores, Truth, score
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +84,7 @@ ROW_NAMES = ["recall, SNR ≥ 5", "false positives / pattern", *(f"position RMS,
 FORMATS = ["{:.4f}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.4f}", "{:.1f}", "{:.0f}", "{:.0f}"]
 
 
-def table(stem: str, truth: Truth, stemkit: Method, peers: list[Method]) -> str:
+def table(stem: str, truth: Truth, stemkit: Method, peers: list[Method], bound: dict[float, float]) -> str:
     """One markdown table: stemkit, then each py4DSTEM variant with the ratio stemkit / it."""
     n = truth.row.shape[0]
     s = stemkit.scores
@@ -98,20 +100,24 @@ def table(stem: str, truth: Truth, stemkit: Method, peers: list[Method]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("fastest variants: " + ", ".join(p.variant for p in [stemkit, *peers]))
+    lines.append("shot-noise (Cramér–Rao) bound on the position RMS (`crb.py`): "
+                 + ", ".join(f"SNR ≥ {level:g}: {bound[level]:.3f} px" for level in SNR_CLASSES))
     return "\n".join(lines)
 
 
-def targets(summary: list[tuple[str, float, Method, list[Method]]]) -> str:
-    """The issue's targets per file: recall, RMS at moderate dose, FP, and the speed-up at equal or better accuracy."""
-    lines = ["| data | recall ≥ 0.99 | RMS ≤ 0.1 px (SNR ≥ 5 / ≥ 10) | FP ≤ 1 | speed-up vs py4DSTEM poly / multicorr (≥ 5×) | stemkit as accurate? (poly / multicorr) |",
-             "|---|---|---|---|---|---|"]
-    for stem, dose, ours, peers in summary:
+def targets(summary: list[tuple[str, float, Method, list[Method], dict[float, float]]]) -> str:
+    """The issue's targets per file: recall, RMS at moderate dose (and its shot-noise bound), FP, and the
+    speed-up at equal or better accuracy."""
+    lines = ["| data | recall ≥ 0.99 | RMS ≤ 0.1 px (SNR ≥ 5 / ≥ 10) | bound (SNR ≥ 5 / ≥ 10) | FP ≤ 1 | speed-up vs py4DSTEM poly / multicorr (≥ 5×) | stemkit as accurate? (poly / multicorr) |",
+             "|---|---|---|---|---|---|---|"]
+    for stem, dose, ours, peers, bound in summary:
         s = ours.scores
         rms = f"{s.rms[5.0]:.3f} / {s.rms[10.0]:.3f}" + ("" if dose == MODERATE_DOSE else " (not the target dose)")
         speed = " / ".join(f"{ours.rate / p.rate:.2f}×" for p in peers)
         accurate = " / ".join(_as_accurate(s, p.scores) for p in peers)
         lines.append(f"| {stem} | {s.recall:.4f} {'✓' if s.recall >= TARGET_RECALL else '✗'} | {rms} "
                      f"{'✓' if s.rms[10.0] <= TARGET_RMS and s.rms[5.0] <= TARGET_RMS else '✗'} | "
+                     f"{bound[5.0]:.3f} / {bound[10.0]:.3f} | "
                      f"{s.false_positives:.3f} {'✓' if s.false_positives <= TARGET_FP else '✗'} | {speed} | {accurate} |")
     return "\n".join(lines)
 
@@ -156,8 +162,9 @@ def main() -> None:
         if ours is None or not peers:
             print(f"{path.stem}: results missing, skipped")
             continue
-        print(table(path.stem, truth, ours, peers) + "\n")
-        summary.append((path.stem, float(path.stem.split("dose")[1]), ours, peers))
+        bound = position_bound(path)
+        print(table(path.stem, truth, ours, peers, bound) + "\n")
+        summary.append((path.stem, float(path.stem.split("dose")[1]), ours, peers, bound))
         oracle = load_method(args.results, "py4dstem-poly-oracle", path.stem, truth)
         if oracle:
             oracles.append((path.stem, ours, oracle))
