@@ -185,16 +185,27 @@ def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.T
     of pixels above ``threshold``, at least ``edge`` px inside the border, and >= their 8 neighbours.
 
     Only the (few) pixels above threshold are compared with their neighbours, through flat
-    offsets into the contiguous maps (one gather, no wrap-around since ``edge >= 1``).
+    offsets into the contiguous maps: first the two in the same row, which rule out most
+    pixels of a blob, then the other six.
     """
-    _, rows, cols, _ = z.shape
+    above = z > threshold
+    for axis in (1, 2):
+        above.narrow(axis, 0, edge).fill_(False)
+        above.narrow(axis, z.shape[axis] - edge, edge).fill_(False)
+    cols = z.shape[2]
+    row_offsets = [-2, 2]
+    other_offsets = [2 * (dr * cols + dc) for dr in (-1, 1) for dc in (-1, 0, 1)]
+    if z.device.type == "cpu":  # numpy's nonzero and fancy indexing are several times faster here
+        flat = z.numpy().reshape(-1)
+        index = np.flatnonzero(above.numpy())
+        for offsets in (row_offsets, other_offsets):
+            index = index[(flat[index][:, None] >= flat[index[:, None] + np.array(offsets)]).all(axis=1)]
+        return torch.from_numpy(index)
     flat = z.reshape(-1)
-    index = torch.nonzero(flat > threshold).squeeze(1)
-    _, r, c = _unpack(index, rows, cols)
-    index = index[(r >= edge) & (r < rows - edge) & (c >= edge) & (c < cols - edge)]
-    offsets = torch.tensor([2 * (dr * cols + dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc], device=z.device)
-    is_max = (flat[index][:, None] >= flat[index[:, None] + offsets]).all(dim=1)
-    return index[is_max]
+    index = torch.nonzero(above.reshape(-1)).squeeze(1)
+    for offsets in (row_offsets, other_offsets):
+        index = index[(flat[index][:, None] >= flat[index[:, None] + torch.tensor(offsets, device=z.device)]).all(dim=1)]
+    return index
 
 
 def _on_off_significance(on: torch.Tensor, off: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -395,9 +406,10 @@ def _suppress_close(centres: torch.Tensor, score: torch.Tensor, spacing: float):
     score, order = score.sort(dim=1, descending=True)
     centres = centres.gather(1, order[..., None].expand_as(centres))
     k = score.shape[1]
-    distance2 = ((centres[:, :, None, :2] - centres[:, None, :, :2]) ** 2).sum(-1)
+    position = centres[..., :2].contiguous()
+    close = torch.cdist(position, position, compute_mode="donot_use_mm_for_euclid_dist") < spacing
     stronger = torch.ones(k, k, dtype=torch.bool, device=score.device).tril(-1)
-    close = (distance2 < spacing**2) & stronger[None] & torch.isfinite(score)[:, None, :]
+    close &= stronger[None] & torch.isfinite(score)[:, None, :]
     score = torch.where(close.any(-1), -torch.inf, score)
     score, order = score.sort(dim=1, descending=True)
     return centres.gather(1, order[..., None].expand_as(centres)), score

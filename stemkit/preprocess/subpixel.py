@@ -122,7 +122,8 @@ def _principal_components(bank: np.ndarray, tolerance: float) -> tuple[np.ndarra
     From the eigenvectors of the small ``Q × Q`` Gram matrix (a full SVD of the bank
     takes far longer where the BLAS threads compete with other work).
     """
-    eigenvalues, vectors = (a.numpy() for a in torch.linalg.eigh(torch.as_tensor(bank @ bank.T)))
+    bank_t = torch.as_tensor(bank, dtype=torch.float64)
+    eigenvalues, vectors = (a.numpy() for a in torch.linalg.eigh(bank_t @ bank_t.T))
     eigenvalues, vectors = eigenvalues[::-1].clip(0), vectors[:, ::-1]
     left_out = 1.0 - np.cumsum(eigenvalues) / eigenvalues.sum()  # left_out[l]: energy beyond the first l + 1
     keep = int(np.argmax(left_out < tolerance)) + 1 if np.any(left_out < tolerance) else len(eigenvalues)
@@ -133,21 +134,27 @@ def _principal_components(bank: np.ndarray, tolerance: float) -> tuple[np.ndarra
 def _shifted_bank(small: np.ndarray, shifts: np.ndarray, reach: float) -> np.ndarray:
     """``(len(shifts)², K)``: the window template moved by every pair of ``shifts``, flattened, each of unit sum.
 
+    Band-limited shifts are separable, so each is two small matrix products with 1-D shift
+    matrices (cut from the shift of a 3× longer, zero-padded line, so nothing wraps around).
     The interpolation rings (a sampled disk is not band-limited); beyond ``reach`` px from
     the window's centre the ringing is cut, or a bright neighbour there would leak in.
     """
     size = small.shape[0]
-    pad = size
-    canvas = np.zeros((size + 2 * pad, size + 2 * pad))
-    canvas[pad : pad + size, pad : pad + size] = small
-    ky = np.fft.fftfreq(canvas.shape[0])
-    spectrum = np.fft.fft2(canvas)
-    phase = np.exp(-2j * np.pi * ky[None, :] * shifts[:, None])  # (G, N)
-    moved = np.fft.ifft2(spectrum[None, None] * phase[:, None, :, None] * phase[None, :, None, :]).real
+    shift_1d = _shift_matrices(size, shifts)  # (G, size, size)
+    moved = (shift_1d @ small)[:, None] @ shift_1d.transpose(0, 2, 1)[None]  # rows by a, columns by b
     dy, dx = np.indices((size, size)) - size // 2
-    near = np.hypot(dy, dx) <= reach
-    bank = (moved[:, :, pad : pad + size, pad : pad + size] * near).reshape(len(shifts) ** 2, -1)
+    bank = (moved * (np.hypot(dy, dx) <= reach)).reshape(len(shifts) ** 2, -1)
     return bank / bank.sum(axis=1, keepdims=True)
+
+
+def _shift_matrices(size: int, shifts: np.ndarray) -> np.ndarray:
+    """``(len(shifts), size, size)``: ``M @ v`` moves a line ``v`` of ``size`` samples by each shift (band-limited)."""
+    n = 3 * size
+    k = np.fft.fftfreq(n)
+    phase = np.exp(-2j * np.pi * k[None, :] * shifts[:, None])  # (G, n)
+    dft = np.fft.fft(np.eye(n), axis=0)  # column j: the spectrum of a unit sample at j
+    full = np.fft.ifft(phase[:, :, None] * dft[None], axis=1).real  # (G, n, n): column j moved
+    return full[:, size : 2 * size, size : 2 * size]
 
 
 def _centred_crop(template: np.ndarray, half: int, cutoff: float) -> np.ndarray:
