@@ -124,6 +124,12 @@ def _search_window(image: np.ndarray, radius_px: float, search_px: float | None)
     return np.hypot(rows - reference[0], cols - reference[1]) <= search_px
 
 
+def beam_kernel_start(image: np.ndarray, radius_px: float, search_px: float | None = None) -> tuple[np.ndarray, float]:
+    """Where :func:`beam_kernel` looks: the beam's (row, column) in ``image`` and the search radius in px."""
+    reference = _locate(image[None], radius_px, np.ones(image.shape, bool))[0]
+    return reference, 4 * radius_px if search_px is None else search_px
+
+
 def beam_kernel(image: np.ndarray, radius_px: float, search_px: float | None = None):
     """The ``"com"`` beam finder as a kernel of a ``(..., ky, kx)`` block, giving ``(..., 2)`` (row, column)."""
     allowed = _search_window(image, radius_px, search_px)
@@ -237,7 +243,7 @@ def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.nda
         rows = base[:, 0, None] + offsets  # (n, size)
         cols = base[:, 1, None] + offsets
         distance2 = (rows - centre[:, 0, None])[:, :, None] ** 2 + (cols - centre[:, 1, None])[:, None, :] ** 2
-        box = view[index, base[:, 0] - half + pad, base[:, 1] - half + pad]
+        box = view[index, base[:, 0] - half + pad, base[:, 1] - half + pad].astype(np.float64)
         weights = np.where(distance2 <= window_radius**2, box, 0.0)
         total = weights.sum(axis=(1, 2))
         ok = total > 0

@@ -38,7 +38,8 @@ import xarray as xr
 from scipy import ndimage
 
 from stemkit.data.contract import SCAN_DIMS
-from stemkit.preprocess.centering import positions_dataset, probe_template, radius_px_of, reference_image, beam_kernel
+from stemkit.preprocess.centering import _refine as _centre_of_mass
+from stemkit.preprocess.centering import beam_kernel_start, positions_dataset, probe_template, radius_px_of, reference_image
 from stemkit.preprocess.kernels import map_patterns
 from stemkit.preprocess.subpixel import TemplateFit
 
@@ -113,7 +114,7 @@ def find_peaks(
     template = np.clip(template, 0, None)
     if template.sum() <= 0:
         raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
-    beam = None if positions is not None else beam_kernel(reference, radius_px)
+    beam = None if positions is not None else _BeamFinder(reference, radius_px)
     finder = _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
     raw = _run(data, finder, max_peaks)
     if positions is None:
@@ -448,8 +449,7 @@ class _PeakFinder:
     """The per-block kernel: ``(n_y, n_x, ky, kx)`` counts -> ``(n_y, n_x, max_peaks + 1, 4)``.
 
     Rows ``:max_peaks`` hold (row, column, intensity, significance) of the peaks; the last
-    row holds the direct beam's (row, column) when a ``beam`` kernel is given, so that the
-    data are read once for both.
+    row holds the direct beam's (row, column) when a ``beam`` finder is given.
     """
 
     def __init__(self, template, radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam=None):
@@ -517,7 +517,7 @@ class _PeakFinder:
             result[:, : self.max_peaks, 2] = torch.where(found, intensity, torch.nan)
             result[:, : self.max_peaks, 3] = torch.where(found, score, torch.nan)
         if self.beam is not None:
-            beam = torch.as_tensor(self.beam(patterns), dtype=result.dtype)
+            beam = torch.as_tensor(self.beam(patterns, result[:, : self.max_peaks, :3]), dtype=result.dtype)
             result[:, self.max_peaks, :2] = beam
             if self.subpixel != "none":
                 _snap_to_beam(result[:, : self.max_peaks, :2], beam, self.radius_px / 2)
@@ -607,6 +607,29 @@ class _PeakFinder:
             score = torch.nn.functional.pad(score, (0, pad), value=-torch.inf)
         values, score = values[:, : self.max_peaks], score[:, : self.max_peaks]
         return values[..., :2], score, values[..., 2]
+
+
+class _BeamFinder:
+    """The direct beam of each pattern, as :func:`beam_position` (``method="com"``) finds it, from the peaks.
+
+    ``beam_position`` starts its centre of mass at the brightest beam-sized region within
+    four beam radii of the beam in the reference image; here the start is the found peak
+    there with the largest integrated intensity, which saves filtering the patterns again.
+    """
+
+    def __init__(self, reference: np.ndarray, radius_px: float):
+        self.radius_px = float(radius_px)
+        self.centre, self.search = (torch.as_tensor(a, dtype=torch.float32) for a in beam_kernel_start(reference, radius_px))
+
+    def __call__(self, patterns: np.ndarray, peaks: torch.Tensor) -> np.ndarray:
+        """``(n, 2)`` beam (row, column) of ``patterns`` from their ``(n, k, 3)`` peaks (row, column, intensity)."""
+        distance = torch.linalg.vector_norm(peaks[..., :2] - self.centre, dim=-1)
+        inside = torch.isfinite(peaks[..., 2]) & (distance <= self.search)
+        best = torch.where(inside, peaks[..., 2], -torch.inf).argmax(dim=1)
+        start = peaks[torch.arange(len(peaks)), best, :2].double().numpy()
+        found = inside.any(dim=1).numpy()
+        start = np.where(found[:, None], start, 0.0)
+        return np.where(found[:, None], _centre_of_mass(patterns, start, self.radius_px), np.nan)
 
 
 def _snap_to_beam(centres: torch.Tensor, beam: torch.Tensor, tolerance: float) -> None:
