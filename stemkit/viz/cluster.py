@@ -28,9 +28,9 @@ from stemkit.viz.elements import SIZE, k_axes, map_image, pattern_image, scan_ax
 from stemkit.viz.linked import check_same_scan
 from stemkit.viz.patterns import check_cube, scan_index
 from stemkit.viz.strain import symmetric_limit
-from stemkit.viz.view import View
+from stemkit.viz.view import View, load_extension
 
-hv.extension("bokeh", logo=False)
+load_extension()
 
 
 def dendrogram_layout(nodes) -> dict[int, tuple[float, float]]:

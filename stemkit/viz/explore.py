@@ -33,9 +33,9 @@ from stemkit.viz.patterns import (
     scan_index,
     virtual_image_blocks,
 )
-from stemkit.viz.view import View
+from stemkit.viz.view import View, load_extension
 
-hv.extension("bokeh", logo=False)
+load_extension()
 
 
 class Explorer(View):
@@ -140,6 +140,8 @@ class Explorer(View):
                 shown.update(shown_values, clim, self._pattern_title(iy, ix))
             for marker_ in self._markers:
                 marker_.move(self._x[ix], self._y[iy])
+        for kept in [*self._shown, *self._markers]:  # in Jupyter: send the changes over the comm
+            kept.plot.push()
 
     def _pattern_title(self, iy: int, ix: int) -> str:
         return f"Pattern at (y, x) = ({self._y[iy]:.4g}, {self._x[ix]:.4g}) nm [{iy}, {ix}]"
@@ -310,6 +312,7 @@ class _ShownPattern:
     """The bokeh models of one displayed pattern view, updated in place on a tap."""
 
     def __init__(self, plot) -> None:
+        self.plot = plot
         self.figure = plot.handles["plot"]
         self.source = plot.handles["source"]
         self.color_mapper = plot.handles.get("color_mapper")
@@ -329,6 +332,7 @@ class _ShownMarker:
     """The data source of one displayed position marker, moved in place on a tap."""
 
     def __init__(self, plot, element) -> None:
+        self.plot = plot
         self.source = plot.handles["source"]
         self.columns = [dimension_sanitizer(d.name) for d in element.kdims]
 

@@ -15,9 +15,9 @@ import xarray as xr
 
 from stemkit.viz.elements import k_axes, marker, pattern_image, scan_axes
 from stemkit.viz.patterns import PatternReader, check_cube, scan_index
-from stemkit.viz.view import View
+from stemkit.viz.view import View, load_extension
 
-hv.extension("bokeh", logo=False)
+load_extension()
 
 
 def check_same_scan(result: xr.Dataset | xr.DataArray, data: xr.DataArray, what: str) -> None:
