@@ -46,7 +46,8 @@ test-all: venv browser
 	$(BIN)/python -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 lab: venv
-	$(BIN)/jupyter lab notebooks/
+	@if [ "$$(id -u)" -eq 0 ]; then ROOT_FLAG=--allow-root; else ROOT_FLAG=; fi; \
+		$(BIN)/jupyter lab $$ROOT_FLAG notebooks/
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
