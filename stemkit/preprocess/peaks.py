@@ -47,6 +47,7 @@ FIELDS = ("ky", "kx", "intensity", "significance")
 BATCH_ELEMENTS = 2**23
 REFINE_ITERATIONS = 4
 SCREEN_FRACTION = 0.6
+MIN_FIT_RADIUS_PX = 2.0
 
 
 def find_peaks(
@@ -78,8 +79,9 @@ def find_peaks(
     max_peaks
         Length of the padded ``peak`` dimension; the strongest peaks are kept.
     subpixel
-        ``"fit"`` (least-squares fit of the shifted probe template), ``"com"`` (background-
-        subtracted, Gaussian-windowed centre of mass) or ``"none"`` (whole pixels).
+        ``"fit"`` (least-squares fit of the shifted probe template; disks of a radius under
+        2 px, too coarsely sampled for that, get ``"com"``), ``"com"`` (background-subtracted,
+        Gaussian-windowed centre of mass) or ``"none"`` (whole pixels).
     noise
         ``"poisson"`` for counts, ``"uniform"`` for data of unknown scale (see above).
     positions
@@ -271,15 +273,6 @@ def _binned_template(template: np.ndarray, factor: int, shape: tuple[int, int]) 
     return out
 
 
-def _disk_offsets(inner: float, outer: float) -> np.ndarray:
-    """``(k, 2)`` integer offsets ``(dy, dx)`` with ``inner <= |offset| < outer``."""
-    half = int(np.ceil(outer))
-    dy, dx = np.mgrid[-half : half + 1, -half : half + 1]
-    r = np.hypot(dy, dx)
-    ring = (r >= inner) & (r < outer)
-    return np.stack([dy[ring], dx[ring]], axis=1)
-
-
 def _annulus_image(shape: tuple[int, int], inner: float, outer: float) -> np.ndarray:
     """A ring of ones around the middle pixel of a ``shape`` frame."""
     rows, cols = np.indices(shape)
@@ -460,7 +453,9 @@ class _PeakFinder:
         self.spacing = max(1.0, float(spacing_px))
         self.threshold = float(threshold)
         self.max_peaks = int(max_peaks)
-        self.subpixel = subpixel
+        # a disk narrower than this is too coarsely sampled for a shifted template (errors of
+        # a few hundredths of a pixel from aliasing); its centroid is then the better estimate
+        self.subpixel = "com" if subpixel == "fit" and self.radius_px < MIN_FIT_RADIUS_PX else subpixel
         self.noise = noise
         self.edge = int(np.ceil(self.radius_px))
         factor = _bin_factor(self.radius_px)

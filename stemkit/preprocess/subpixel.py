@@ -4,16 +4,20 @@ The model of the background-subtracted pixels ``e`` in a window around a disk is
 ``a · T(p − c)``: the probe template ``T`` at a sub-pixel centre ``c`` with amplitude ``a``.
 For a given ``c`` the best ``a`` is a projection, so the least-squares centre maximises the
 correlation ``⟨e, T_c⟩ / ‖T_c‖``. Instead of interpolating the pattern (which locks
-positions to the pixel grid), the template is shifted: a bank holds ``T`` resampled by
-band-limited (Fourier) interpolation at every shift of a fine grid (``1/steps`` px, within
-``span`` px of the window's centre pixel). The bank spans a low-dimensional space, so its
-principal components turn the correlations with all shifts into two small matrix products
-per batch of windows; the centre is the best grid shift, refined by a parabola through its
-neighbours in each axis.
+positions to the pixel grid), the template is shifted: a bank holds ``T`` drawn at every
+shift of a fine grid (``1/steps`` px, within ``span`` px of the window's centre pixel)
+from its radial profile, which every pixel of the measured probe samples at its own
+distance from the centre (interpolating the sampled image instead, e.g. by Fourier
+shifts, aliases the disk's edge into errors of a few hundredths of a pixel). The bank
+spans a low-dimensional space, so its principal components turn the correlations with all
+shifts into two small matrix products per batch of windows; the centre is the best grid
+shift, refined by a parabola through its neighbours in each axis.
 
 Under Poisson noise dominated by the background this is the maximum-likelihood estimate,
 whose error approaches the Cramér–Rao bound; a centroid, which also weighs the flat top of
-the disk (noise without positional information), does not.
+the disk (noise without positional information), does not. Below a radius of about 2 px the
+profile is too coarsely sampled for this (errors of several hundredths of a pixel), and the
+centroid is the better estimate; :func:`find_peaks` then uses it.
 """
 
 from __future__ import annotations
@@ -50,9 +54,8 @@ class TemplateFit:
     def __init__(self, template: np.ndarray, radius_px: float, half: int, device: torch.device,
                  steps: int = BANK_STEPS, span: float = BANK_SPAN, design: torch.Tensor | None = None):
         self.half, self.step = int(half), 1.0 / steps
-        small = _centred_crop(template, self.half, radius_px + 2.0)
         self.shifts = np.arange(-round(span * steps), round(span * steps) + 1) / steps
-        bank = _shifted_bank(small, self.shifts, radius_px + 2.5 + span)  # (Q, K), each of unit sum
+        bank = _radial_bank(template, self.half, radius_px + 2.0, self.shifts)  # (Q, K), each of unit sum
         norms = np.linalg.norm(bank, axis=1)
         basis, coefficients = _principal_components(bank / norms[:, None], BANK_TOLERANCE)
         basis *= np.any(bank != 0, axis=0)[:, None]  # no weight, however small, beyond the bank's reach
@@ -131,55 +134,30 @@ def _principal_components(bank: np.ndarray, tolerance: float) -> tuple[np.ndarra
     return basis, bank @ basis
 
 
-def _shifted_bank(small: np.ndarray, shifts: np.ndarray, reach: float) -> np.ndarray:
-    """``(len(shifts)², K)``: the window template moved by every pair of ``shifts``, flattened, each of unit sum.
+def radial_profile(template: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """The template's mean value against the distance from its centroid: ``(radii, values)``, up to ``cutoff``.
 
-    Band-limited shifts are separable, so each is two small matrix products with 1-D shift
-    matrices (cut from the shift of a 3× longer, zero-padded line, so nothing wraps around).
-    The interpolation rings (a sampled disk is not band-limited); beyond ``reach`` px from
-    the window's centre the ringing is cut, or a bright neighbour there would leak in.
+    Every pixel within ``cutoff`` of the centroid samples the profile at its own distance,
+    so the profile is known at many more radii than the pixel grid has steps: a shifted
+    template drawn from it does not suffer the aliasing of interpolating the image itself.
     """
-    size = small.shape[0]
-    shift_1d = _shift_matrices(size, shifts)  # (G, size, size)
-    moved = (shift_1d @ small)[:, None] @ shift_1d.transpose(0, 2, 1)[None]  # rows by a, columns by b
-    dy, dx = np.indices((size, size)) - size // 2
-    bank = (moved * (np.hypot(dy, dx) <= reach)).reshape(len(shifts) ** 2, -1)
-    return bank / bank.sum(axis=1, keepdims=True)
-
-
-def _shift_matrices(size: int, shifts: np.ndarray) -> np.ndarray:
-    """``(len(shifts), size, size)``: ``M @ v`` moves a line ``v`` of ``size`` samples by each shift (band-limited)."""
-    n = 3 * size
-    k = np.fft.fftfreq(n)
-    phase = np.exp(-2j * np.pi * k[None, :] * shifts[:, None])  # (G, n)
-    dft = np.fft.fft(np.eye(n), axis=0)  # column j: the spectrum of a unit sample at j
-    full = np.fft.ifft(phase[:, :, None] * dft[None], axis=1).real  # (G, n, n): column j moved
-    return full[:, size : 2 * size, size : 2 * size]
-
-
-def _centred_crop(template: np.ndarray, half: int, cutoff: float) -> np.ndarray:
-    """The template's ``(2 half + 1)²`` neighbourhood of its centroid, zero beyond ``cutoff`` px from it,
-    shifted so that its centroid lies exactly on the middle pixel."""
     rows, cols = np.indices(template.shape)
-    total = template.sum()
-    centroid = np.array([(template * rows).sum(), (template * cols).sum()]) / total
-    size = 2 * half + 1
-    pad = 2 * size  # room for the Fourier shift without wrap-around
-    start = np.round(centroid).astype(int) - half - pad // 2
-    canvas = np.zeros((size + pad, size + pad))
-    r0, c0 = max(start[0], 0), max(start[1], 0)
-    r1, c1 = min(start[0] + size + pad, template.shape[0]), min(start[1] + size + pad, template.shape[1])
-    canvas[r0 - start[0] : r1 - start[0], c0 - start[1] : c1 - start[1]] = template[r0:r1, c0:c1]
-    middle = half + pad // 2
-    shifted = _fourier_shift(canvas, middle - (centroid - start))
-    crop = shifted[middle - half : middle + half + 1, middle - half : middle + half + 1]
-    cy, cx = np.indices(crop.shape) - half
-    return np.where(np.hypot(cy, cx) <= cutoff, crop, 0.0)
+    weight = np.clip(template, 0, None)
+    centroid = np.array([(weight * rows).sum(), (weight * cols).sum()]) / weight.sum()
+    distance = np.hypot(rows - centroid[0], cols - centroid[1]).ravel()
+    inside = distance <= cutoff
+    radii, inverse = np.unique(np.round(distance[inside], 6), return_inverse=True)
+    values = np.bincount(inverse, weights=template.ravel()[inside]) / np.bincount(inverse)
+    return radii, values
 
 
-def _fourier_shift(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``image`` moved by ``shift`` (rows, columns) pixels with band-limited interpolation."""
-    ky = np.fft.fftfreq(image.shape[0])[:, None]
-    kx = np.fft.fftfreq(image.shape[1])[None, :]
-    phase = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
-    return np.fft.ifft2(np.fft.fft2(image) * phase).real
+def _radial_bank(template: np.ndarray, half: int, cutoff: float, shifts: np.ndarray) -> np.ndarray:
+    """``(len(shifts)², (2 half + 1)²)``: the template's radial profile drawn at every pair of ``shifts``
+    from the window's centre pixel (zero beyond ``cutoff``), flattened, each of unit sum."""
+    radii, values = radial_profile(template, cutoff)
+    dy, dx = np.mgrid[-half : half + 1, -half : half + 1].reshape(2, 1, 1, -1)
+    qy, qx = np.meshgrid(shifts, shifts, indexing="ij")
+    distance = np.hypot(dy - qy[..., None], dx - qx[..., None])
+    bank = np.where(distance <= cutoff, np.interp(distance, radii, values, right=0.0), 0.0)
+    bank = bank.reshape(len(shifts) ** 2, -1)
+    return bank / bank.sum(axis=1, keepdims=True)
