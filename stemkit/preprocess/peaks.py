@@ -47,7 +47,7 @@ FIELDS = ("ky", "kx", "intensity", "significance")
 BATCH_ELEMENTS = 2**23
 REFINE_ITERATIONS = 4
 SCREEN_FRACTION = 0.6
-MIN_FIT_RADIUS_PX = 2.0
+MIN_FIT_RADIUS_PX = 2.5
 
 
 def find_peaks(
@@ -80,7 +80,7 @@ def find_peaks(
         Length of the padded ``peak`` dimension; the strongest peaks are kept.
     subpixel
         ``"fit"`` (least-squares fit of the shifted probe template; disks of a radius under
-        2 px, too coarsely sampled for that, get ``"com"``), ``"com"`` (background-subtracted,
+        2.5 px, too coarsely sampled for that, get ``"com"``), ``"com"`` (background-subtracted,
         Gaussian-windowed centre of mass) or ``"none"`` (whole pixels).
     noise
         ``"poisson"`` for counts, ``"uniform"`` for data of unknown scale (see above).
@@ -453,8 +453,9 @@ class _PeakFinder:
         self.spacing = max(1.0, float(spacing_px))
         self.threshold = float(threshold)
         self.max_peaks = int(max_peaks)
-        # a disk narrower than this is too coarsely sampled for a shifted template (errors of
-        # a few hundredths of a pixel from aliasing); its centroid is then the better estimate
+        # a disk narrower than this is too coarsely sampled for a shifted template (errors of a
+        # few hundredths of a pixel at r < 2 px, up to 0.01 px at 2-2.5 px, which high-dose strain
+        # fits feel); its centroid is then the better estimate
         self.subpixel = "com" if subpixel == "fit" and self.radius_px < MIN_FIT_RADIUS_PX else subpixel
         self.noise = noise
         self.edge = int(np.ceil(self.radius_px))
@@ -558,10 +559,10 @@ class _PeakFinder:
             excess = None
             offset, weighted, again = self.fitter.fit_components(components - plane @ self.fitter.design_basis,
                                                                   integer=self.subpixel == "none")
-        centres = origin.float() + offset
-        pixel = torch.round(offset).long().clamp(-1, 1)
         level = plane[:, 0] + (plane[:, 1:] * offset).sum(-1)  # the plane under the template's centre
-        return centres, self._significance(weighted + level, level, spread, b), self._intensity(values, excess, plane, pixel), again
+        significance = self._significance(weighted + level, level, spread, b)
+        pixel = torch.round(offset).long().clamp(-1, 1)
+        return origin.float() + offset, significance, self._intensity(values, excess, plane, pixel), again
 
     def _intensity(self, values, excess, plane, pixel):
         """Excess over the plane summed over the disk (radius + 1 px) around the window pixel ``pixel``."""

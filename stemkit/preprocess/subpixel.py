@@ -15,9 +15,9 @@ shift, refined by a parabola through its neighbours in each axis.
 
 Under Poisson noise dominated by the background this is the maximum-likelihood estimate,
 whose error approaches the Cramér–Rao bound; a centroid, which also weighs the flat top of
-the disk (noise without positional information), does not. Below a radius of about 2 px the
-profile is too coarsely sampled for this (errors of several hundredths of a pixel), and the
-centroid is the better estimate; :func:`find_peaks` then uses it.
+the disk (noise without positional information), does not. Below a radius of about 2.5 px the
+profile is too coarsely sampled for this (errors of 0.01 px at 2 px, several hundredths
+below), and the centroid is the better estimate; :func:`find_peaks` then uses it.
 """
 
 from __future__ import annotations
@@ -52,12 +52,13 @@ class TemplateFit:
     """
 
     def __init__(self, template: np.ndarray, radius_px: float, half: int, device: torch.device,
-                 steps: int = BANK_STEPS, span: float = BANK_SPAN, design: torch.Tensor | None = None):
+                 steps: int = BANK_STEPS, span: float = BANK_SPAN, design: torch.Tensor | None = None,
+                 tolerance: float = BANK_TOLERANCE):
         self.half, self.step = int(half), 1.0 / steps
         self.shifts = np.arange(-round(span * steps), round(span * steps) + 1) / steps
         bank = _radial_bank(template, self.half, radius_px + 2.0, self.shifts)  # (Q, K), each of unit sum
         norms = np.linalg.norm(bank, axis=1)
-        basis, coefficients = _principal_components(bank / norms[:, None], BANK_TOLERANCE)
+        basis, coefficients = _principal_components(bank / norms[:, None], tolerance)
         basis *= np.any(bank != 0, axis=0)[:, None]  # no weight, however small, beyond the bank's reach
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.basis, self.coefficients, self.norms = as_tensor(basis), as_tensor(coefficients.T), as_tensor(norms)
