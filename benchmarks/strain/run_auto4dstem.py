@@ -40,7 +40,8 @@ rotations under ``--workdir`` (default ``.runs/auto4dstem/<film>``), so an inter
 stopped (its time so far is kept in ``times.json``); ``--fresh`` starts over.
 
 Run: ``OMP_NUM_THREADS=1 nice -n 10 .peers/auto4dstem/bin/python benchmarks/strain/run_auto4dstem.py
-[--conv-size 32 --stage1-epochs 5 --stage2-epochs 4 --per-epoch 1024] [films...]``
+[--conv-size 32 --stage1-epochs 5 --stage2-epochs 4 --per-epoch 1024] [films...]``;
+``--time-batches --conv-size 128`` only times a few batches at the authors' network width.
 """
 
 from __future__ import annotations
@@ -226,6 +227,44 @@ def run(path: Path, args, log) -> None:
     npy.unlink()
 
 
+def time_batches(path: Path, args, log, batches: int = 3) -> None:
+    """CPU seconds per pattern of a training step and of a transform, both stages, at ``args.conv_size``:
+    ``batches`` mini-batches of real patterns each (the first, warm-up batch is not counted)."""
+    args.workdir_film = (args.workdir or ROOT / ".runs" / "auto4dstem") / f"timing_{path.stem}"
+    args.workdir_film.mkdir(parents=True, exist_ok=True)
+    n = args.batch_size * (batches + 1)
+    images = (np.load(path)["counts"].reshape(-1, SIZE, SIZE)[:n].astype(np.float32) / 4).astype(np.float32)
+    npy = args.workdir_film / "patterns.npy"
+    np.save(npy, images)
+    inner = int(round(4 * beam_radius_px(images.mean(0))))
+    _, mask_list = mask_class(img_size=[SIZE, SIZE]).mask_ring(radius_1=inner, radius_2=OUTER_PX)
+    rng = np.random.default_rng(0)
+    rotation = np.stack([np.cos(a := rng.uniform(0, np.pi / 3, n)), np.sin(a)], -1)
+    for stage in (1, 2):
+        tc = make_trainer(npy, args, mask_list, stage, rotation if stage == 2 else None)
+        torch.manual_seed(args.seed)
+        _, _, join, optimizer = tc.reset_model()
+        dataset = tc.rotate_data if stage == 2 else tc.data_set
+        loss_class = tc.reset_loss_class()
+        steps, forward = [], []
+        for b in range(batches + 1):
+            batch = DataLoader([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)],
+                               batch_size=args.batch_size)
+            cpu = time.process_time()
+            loss_class(join, batch, optimizer)
+            steps.append(time.process_time() - cpu)
+            x, *y = next(iter(batch)) if stage == 2 else (next(iter(batch)),)
+            cpu = time.process_time()
+            with torch.no_grad():
+                join(x.float(), y[0].float() if y else None)
+            forward.append(time.process_time() - cpu)
+        log(f"{path.stem} conv_size {args.conv_size} up_size {args.up_size} stage {stage}: "
+            f"training {np.mean(steps[1:]) / args.batch_size:.3f} s cpu per pattern, "
+            f"transform {np.mean(forward[1:]) / args.batch_size:.3f} s cpu per pattern "
+            f"({batches} batches of {args.batch_size})")
+    npy.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("films", nargs="*")
@@ -239,6 +278,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--fresh", action="store_true", help="start over: drop the film's checkpoints and times")
+    parser.add_argument("--time-batches", action="store_true",
+                        help="only time a few training and transform batches per stage at --conv-size")
     args = parser.parse_args()
     torch.set_num_threads(1)
     films = [Path(f) for f in args.films] or [HERE / "data" / "film_bg70.npz"]
@@ -250,7 +291,7 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
         f"python {sys.version.split()[0]}")
     for path in films:
-        run(path, args, log)
+        (time_batches if args.time_batches else run)(path, args, log)
 
 
 if __name__ == "__main__":
