@@ -552,13 +552,15 @@ class _PeakFinder:
         if len(edge):
             values[edge] = torch.where(inside, values[edge], plane[edge] @ self.design.T)
             components[edge] = values[edge] @ self.fitter.basis
+        components = components - plane @ self.fitter.design_basis
+        excess = None
         if self.subpixel == "com":
             excess = values - plane @ self.design.T
-            offset, weighted, again = self._refine(excess)
+            offset = _windowed_centroid(excess, self.offsets, self.radius_px)
+            _, weighted, _ = self.fitter.fit_components(components, integer=True)
+            again = torch.zeros(len(values), dtype=torch.bool, device=values.device)
         else:
-            excess = None
-            offset, weighted, again = self.fitter.fit_components(components - plane @ self.fitter.design_basis,
-                                                                  integer=self.subpixel == "none")
+            offset, weighted, again = self.fitter.fit_components(components, integer=self.subpixel == "none")
         level = plane[:, 0] + (plane[:, 1:] * offset).sum(-1)  # the plane under the template's centre
         significance = self._significance(weighted + level, level, spread, b)
         pixel = torch.round(offset).long().clamp(-1, 1)
@@ -573,13 +575,6 @@ class _PeakFinder:
         # the disk is symmetric about its pixel, so the plane sums to n · plane(pixel) over it
         under = plane[:, 0] + (plane[:, 1:] * pixel.float()).sum(-1)
         return values.gather(1, index).sum(-1) - len(self.disk) * under
-
-    def _refine(self, excess):
-        """``subpixel="com"``: the windowed centroid's offset, the template-weighted excess at the best
-        whole-pixel shift, and never ``on_edge``."""
-        offset = _windowed_centroid(excess, self.offsets, self.radius_px)
-        _, weighted, _ = self.fitter.fit(excess, integer=True)
-        return offset, weighted, torch.zeros(len(excess), dtype=torch.bool, device=excess.device)
 
     def _significance(self, on, level, spread, b):
         """Significance of the template-weighted mean ``on`` over the background ``level`` from the annulus."""
@@ -644,16 +639,23 @@ def _snap_to_beam(centres: torch.Tensor, beam: torch.Tensor, tolerance: float) -
 
 
 def _windowed_centroid(excess, offsets, radius_px: float, iterations: int = REFINE_ITERATIONS):
-    """The fixed point of a Gaussian-windowed centre of mass of the excess (``subpixel="com"``)."""
+    """The fixed point of a Gaussian-windowed centre of mass of the excess (``subpixel="com"``).
+
+    ``excess`` holds square windows (rows, then columns, as ``offsets``). The Gaussian weight
+    is separable, so each iteration is two batched matrix-vector products with the windows.
+    """
     dy, dx = offsets[:, 0].float(), offsets[:, 1].float()
-    excess = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0)
+    size = int(round(np.sqrt(excess.shape[1])))
+    steps = dx[:size]
+    windows = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0).reshape(-1, size, size)
     offset = torch.zeros((excess.shape[0], 2), device=excess.device)
     sigma2 = (1.2 * radius_px + 0.5) ** 2
     for _ in range(iterations):
-        weight = torch.exp(-((dy - offset[:, :1]) ** 2 + (dx - offset[:, 1:]) ** 2) / (2 * sigma2))
-        w_excess = weight * excess
-        total = w_excess.sum(-1, keepdim=True)
+        wy = torch.exp(-((steps - offset[:, :1]) ** 2) / (2 * sigma2))  # (m, size)
+        wx = torch.exp(-((steps - offset[:, 1:]) ** 2) / (2 * sigma2))
+        by_row = windows @ torch.stack([wx, wx * steps], dim=2)  # (m, size, 2): Σ_x w e and Σ_x w x e per row
+        total = (wy * by_row[..., 0]).sum(-1, keepdim=True)
+        moments = torch.stack([(wy * steps * by_row[..., 0]).sum(-1), (wy * by_row[..., 1]).sum(-1)], dim=1)
         ok = total > 0
-        moments = torch.stack([(w_excess * dy).sum(-1), (w_excess * dx).sum(-1)], dim=1)
         offset = torch.where(ok, (moments / torch.where(ok, total, 1.0)).clamp(-radius_px, radius_px), offset)
     return offset
