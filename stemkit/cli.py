@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="lattice-fit: basis vectors fitted to the Bragg peaks (default); ccstae: the "
                              "cycle-consistent spatial-transformer autoencoder, trained on the file's patterns")
     strain.add_argument("--epochs", type=int, default=10, help="ccstae: most training passes (default 10)")
-    strain.add_argument("--max-train-patterns", type=int, default=1024, help="ccstae: patterns trained on")
+    strain.add_argument("--max-train-patterns", type=int, default=2048,
+                        help="ccstae: patterns trained on (default 2048)")
     strain.add_argument("--noise", choices=("poisson", "uniform"), default="poisson",
                         help="lattice-fit peak finding: poisson for data in counts (default), uniform otherwise")
     strain.add_argument("--device", default="cpu", help="torch device (ccstae and the peak finder)")

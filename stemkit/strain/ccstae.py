@@ -71,7 +71,9 @@ class CCSTAE:
         Training: at most ``epochs`` passes, stopped when the held-out loss has not improved
         for ``patience`` epochs (the best weights are kept).
     max_train_patterns
-        Patterns sampled (without replacement, seeded) from the data to train on.
+        Patterns sampled (without replacement, seeded) from the data to train on (all of a scan
+        that has fewer). 2048 rather than 1024 brought the 70 %-background film of
+        ``benchmarks/strain`` from exx MAE 0.00103 to 0.00096 for 1.7× the CPU time.
     refine_levels, refine_iterations
         Extra blur (px) of each coarse-to-fine Gauss-Newton level, and steps per level.
     bin
@@ -105,7 +107,7 @@ class CCSTAE:
 
     def __init__(self, *, n_bases: int = 2, reference: Any = "auto", max_strain: float = 0.15,
                  max_rotation: float = 30.0, max_shift_px: float = 3.0, epochs: int = 10, batch_size: int = 32,
-                 learning_rate: float = 2e-3, patience: int = 2, max_train_patterns: int = 1024,
+                 learning_rate: float = 2e-3, patience: int = 2, max_train_patterns: int = 2048,
                  refine_levels: tuple[float, ...] = (2.0, 1.0, 0.0), refine_iterations: int = 4,
                  bin: int | None = None, seed: int = 0, device: str = "cpu", num_threads: int | None = None,
                  progress: bool = True) -> None:
