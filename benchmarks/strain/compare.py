@@ -6,7 +6,7 @@ component-wise median truth there, then read off by the same polar decomposition
 (DESIGN.md). MAE is over every probe position; a position a method left without an answer
 (NaN) is counted in the ``failed`` column, not in the MAE. py4DSTEM's and auto4dstem's axis and
 sign conventions are checked against the truth (Pearson r of each converted map; for auto4dstem
-also of its raw exx/eyy and un-negated rotation, which must correlate worse).
+also of its raw exx/eyy and of the negated rotation, which must correlate worse).
 
 Run: ``.venv/bin/python benchmarks/strain/compare.py`` (after run_stemkit.py / run_py4dstem.py /
 run_auto4dstem.py)
@@ -78,7 +78,7 @@ def rows() -> list[str]:
             if method == "auto4dstem":
                 print(f"auto4dstem convention check on the {w} % film, Pearson r with the truth: "
                       + ", ".join(f"{n} {pearson(result[n], truth[n]):+.2f}" for n in NAMES)
-                      + f"; raw (their exx, eyy, +rotation): exx {pearson(result['raw_exx'], truth['exx']):+.2f}, "
+                      + f"; alternatives (their exx, their eyy, −rotation): exx {pearson(result['raw_exx'], truth['exx']):+.2f}, "
                       f"eyy {pearson(result['raw_eyy'], truth['eyy']):+.2f}, "
                       f"rotation {pearson(-result['rotation'], truth['rotation']):+.2f}")
     return out

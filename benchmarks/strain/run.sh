@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7 end to end: films, stemkit (LatticeFit, CCSTAE), py4DSTEM StrainMap, auto4dstem, one table.
 # Usage: bash benchmarks/strain/run.sh      (SIDE=64 scan side; THREADS="1 2" torch threads; REMAKE=1 redoes the films;
-#        A4D_FILMS="bg70 bg00" the films auto4dstem runs on, default bg70: ~80 CPU-minutes each; A4D_FILMS=none skips it)
+#        A4D_FILMS="bg70 bg00" the films auto4dstem runs on, default bg70: ~52 CPU-minutes each (3,109 s on bg70); A4D_FILMS=none skips it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
