@@ -46,7 +46,7 @@ def test_orientation_blocks_on_the_cluster_receive_the_model_once(client, specim
     eager = mapper.predict(specimen.intensity, progress=False)
     lazy = mapper.predict(specimen.intensity.chunk({"scan_y": 1}), lazy=True)  # 8 blocks of one row
     computed = lazy.compute()
-    xr.testing.assert_allclose(computed, eager, rtol=1e-5, atol=1e-6)
+    xr.testing.assert_allclose(computed, eager, rtol=1e-4, atol=1e-5)  # float32 batch noise
     xr.testing.assert_identical(computed["phase"], eager["phase"])
     # the model arrives at a worker by being computed there or fetched from another: both put it in memory
     arrivals = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
