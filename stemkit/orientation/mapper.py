@@ -488,12 +488,9 @@ def _source_of(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
 def _whole_scan_peak_options(data: xr.DataArray, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with the probe image and radius that :func:`stemkit.find_peaks` would measure from
     the whole of ``data``, so that every block finds its peaks as the whole scan would."""
-    from stemkit.preprocess.centering import radius_px_of, reference_image
+    from stemkit.preprocess.peaks import probe_reference
 
-    probe = reference_image(data, options.get("probe"))
-    radius = options.get("radius")
-    if radius is None:
-        radius = radius_px_of(probe) * float(data.stem.k_step[1])
+    probe, radius = probe_reference(data, options.get("probe"), options.get("radius"))
     return {**options, "probe": probe, "radius": radius}
 
 

@@ -108,8 +108,7 @@ def find_peaks(
     if not (isinstance(max_peaks, int) and max_peaks > 0):
         raise ValueError(f"max_peaks must be a positive integer; got {max_peaks!r}")
     step = float(data.stem.k_step[1])
-    reference = reference_image(data, probe)
-    radius = radius if radius is not None else radius_px_of(reference) * step
+    reference, radius = probe_reference(data, probe, radius)
     radius_px = radius / step
     spacing_px = (min_spacing / step) if min_spacing is not None else 2 * radius_px
     template = probe_template(reference, radius_px)
@@ -123,6 +122,16 @@ def find_peaks(
         positions = positions_dataset(data, raw[:, :, max_peaks, :2].astype(np.float64), method="com", radius_px=radius_px)
     attrs = locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius)
     return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs)
+
+
+def probe_reference(data: xr.DataArray, probe=None, radius: float | None = None) -> tuple[np.ndarray, float]:
+    """The probe image and radius (1/Å) :func:`find_peaks` works from: ``probe`` or the mean pattern,
+    and ``radius`` or the one measured on that image. Passing both back to :func:`find_peaks` for
+    parts of a scan finds every part's peaks as the whole scan would."""
+    reference = reference_image(data, probe)
+    if radius is None:
+        radius = radius_px_of(reference) * float(data.stem.k_step[1])
+    return reference, radius
 
 
 def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarray:
