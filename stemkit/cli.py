@@ -143,10 +143,14 @@ def _load_input(args: argparse.Namespace, *, resumable: bool = False) -> xr.Data
     return data
 
 
-def _save_result(result: xr.Dataset, args: argparse.Namespace, start: float) -> None:
-    """Record the input on the result, write it, and say so."""
+def _save_result(result: xr.Dataset, args: argparse.Namespace, start: float, *, by_blocks: bool = False) -> None:
+    """Record the input on the result, write it (a lazy result ``by_blocks``, see :func:`_write_by_blocks`),
+    and say so."""
     result.attrs["input"] = str(Path(args.path).resolve())
-    save(result, args.output, overwrite=args.overwrite)
+    if by_blocks:
+        _write_by_blocks(result, args)
+    else:
+        save(result, args.output, overwrite=args.overwrite)
     n = result.sizes["scan_y"] * result.sizes["scan_x"]
     print(f"wrote {args.output}: {n} patterns in {time.perf_counter() - start:.1f} s")
 
@@ -240,28 +244,23 @@ def _run_orient(args: argparse.Namespace) -> int:
     mapper = OrientationMapper.load(weights) if weights.is_dir() else OrientationMapper.pretrained(args.weights)
     data = _load_input(args, resumable=True)
     start = time.perf_counter()
-    if args.output.suffix != ".zarr":
-        result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases)
-        _save_result(result, args, start)
-        return 0
-    result = mapper.predict(data, device=args.device, all_phases=args.all_phases, lazy=True)
-    _save_by_blocks(result, args, start)
+    by_blocks = args.output.suffix == ".zarr"  # lazy, written block by block, resumable
+    result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases,
+                            lazy=by_blocks)
+    _save_result(result, args, start, by_blocks=by_blocks)
     return 0
 
 
-def _save_by_blocks(result: xr.Dataset, args: argparse.Namespace, start: float) -> None:
+def _write_by_blocks(result: xr.Dataset, args: argparse.Namespace) -> None:
     """Compute a lazy result and write it block by block to the .zarr ``args.output``, resuming an
-    interrupted run of the same command; say how far it got."""
+    interrupted run of the same command, with a progress bar over the blocks."""
     from tqdm.auto import tqdm
 
     left = unfinished_blocks(args.output)
     if left:
         print(f"resuming {args.output}: {len(left)} blocks of scan rows left to compute")
-    result.attrs["input"] = str(Path(args.path).resolve())
     with tqdm(total=len(result.chunks["scan_y"]), disable=args.no_progress, desc=args.command, unit="block") as bar:
         save_by_chunks(result, args.output, overwrite=args.overwrite, on_block=lambda done, total: bar.update(done - bar.n))
-    n = result.sizes["scan_y"] * result.sizes["scan_x"]
-    print(f"wrote {args.output}: {n} patterns in {time.perf_counter() - start:.1f} s")
 
 
 def _run_train(argv: list[str]) -> int:
