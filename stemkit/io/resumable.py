@@ -27,11 +27,11 @@ from pathlib import Path
 
 import xarray as xr
 
+from stemkit.data.blocks import ROW_DIM
 from stemkit.io.native import _to_storable_dataset, _zarr_encoding, native_format
 
 PROGRESS_SUFFIX = ".stemkit-progress"
 PLAN_FILE = "plan.json"
-ROW_DIM = "scan_y"
 
 
 def save_by_chunks(
