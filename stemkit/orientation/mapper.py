@@ -31,6 +31,7 @@ from stemkit.data.contract import SCAN_DIMS
 from stemkit.physics.crystal import Crystal
 from stemkit.physics.rotations import matrix_to_quaternion, reduce_to_fundamental_zone
 from stemkit.orientation.decode import AMBIGUITY_ANGLE_DEG, AMBIGUITY_WEIGHT, Decoded
+from stemkit.orientation.indexing import PairLibrary
 from stemkit.orientation.inference import run_model
 from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.confidence import ConfidenceModel
@@ -179,6 +180,7 @@ class OrientationMapper:
                           checkpoint_dir=checkpoint_dir, progress=progress, verbose=verbose)
         trainer.run()
         self.model_, self.crystals_, self.history_ = trainer.model.cpu().eval(), crystals, trainer.history
+        self._tables = self._libraries = None  # the phases may have changed: rebuild on the next predict
         self.training_record_ = {"steps": trainer.step, "training_config": asdict(trainer.config),
                                  "last_validation": _last_validation(trainer.history)}
         if started_from is not None:
@@ -320,7 +322,8 @@ class OrientationMapper:
                 radius = beam_radius[part] if np.ndim(beam_radius) else beam_radius
                 peaks = strongest_peaks(kx[part], ky[part], intensity[part], valid[part], radius)
                 chosen.append(select(sub, peaks, self._reflection_tables(), table, beam_energy_kev=beam_energy_kev,
-                                     all_phases=all_phases, ambiguity_angle=self.ambiguity_angle))
+                                     all_phases=all_phases, ambiguity_angle=self.ambiguity_angle,
+                                     libraries=self._pair_libraries()))
             decoded = Decoded(**{name: np.concatenate([getattr(d, name) for d, _ in chosen])
                                  for name in Decoded.__dataclass_fields__})
             evidence = Evidence(**{name: np.concatenate([getattr(e, name) for _, e in chosen])
@@ -340,6 +343,13 @@ class OrientationMapper:
         if getattr(self, "_tables", None) is None:
             self._tables = [ReflectionTable.of(c) for c in self.crystals_]
         return self._tables
+
+    def _pair_libraries(self) -> list[PairLibrary]:
+        """The phases' reflection-pair libraries for peak-pair indexing (built once)."""
+        if getattr(self, "_libraries", None) is None:
+            self._libraries = [PairLibrary.of(table, crystal.point_group)
+                               for table, crystal in zip(self._reflection_tables(), self.crystals_)]
+        return self._libraries
 
     def _result(self, peaks: xr.Dataset, answers: dict[str, np.ndarray]) -> xr.Dataset:
         shape = tuple(peaks.sizes[d] for d in SCAN_DIMS)

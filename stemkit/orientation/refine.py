@@ -69,6 +69,11 @@ class ReflectionTable:
     amplitude: torch.Tensor
     name: str
 
+    @property
+    def length(self) -> torch.Tensor:
+        """``|g|`` (N,), ascending."""
+        return self.g.norm(dim=-1)
+
     @classmethod
     def of(cls, crystal: Crystal, k_max: float = K_MAX, device: str | torch.device = "cpu") -> ReflectionTable:
         """The table of ``crystal`` up to ``k_max`` (1/Å)."""
@@ -90,20 +95,29 @@ class RefinementSettings:
     sphere in angle), ``iterations`` the Gauss-Newton steps.
     """
 
-    sigma_xy: float = 0.004
-    sigma_s: float = 0.015
+    sigma_xy: float = 0.008
+    sigma_s: float = 0.03
     start_radius: float = 0.12
-    candidates: int = 96
-    iterations: int = 8
+    candidates: int = 64
+    iterations: int = 6
     damping: float = 1e-3
+    final_sigma_s: float | None = 0.004
+
+    def _fraction(self, iteration: int) -> float:
+        """How far ``iteration`` is along the coarse-to-fine schedule, 0 to 1."""
+        if self.iterations <= 2:
+            return 1.0
+        return min(1.0, iteration / (self.iterations - 2))
 
     def radius(self, iteration: int) -> float:
         """The matching gate of ``iteration``: geometric from ``start_radius`` down to ``3 sigma_xy``."""
         end = 3.0 * self.sigma_xy
-        if self.iterations <= 1:
-            return end
-        fraction = min(1.0, iteration / (self.iterations - 2)) if self.iterations > 2 else 1.0
-        return float(self.start_radius * (end / self.start_radius) ** fraction)
+        return float(self.start_radius * (end / self.start_radius) ** self._fraction(iteration))
+
+    def sigma(self, iteration: int) -> float:
+        """The excitation-error tolerance of ``iteration``: geometric from ``sigma_s`` to ``final_sigma_s``."""
+        end = self.sigma_s if self.final_sigma_s is None else self.final_sigma_s
+        return float(self.sigma_s * (end / self.sigma_s) ** self._fraction(iteration))
 
 
 @dataclass
@@ -114,6 +128,7 @@ class Refined:
     score: torch.Tensor  # (B, C)
     explained: torch.Tensor  # (B, C)
     complete: torch.Tensor  # (B, C)
+    agreement: torch.Tensor  # (B, C) cosine of predicted and measured amplitudes
     rms: torch.Tensor  # (B, C) RMS position residual of matched peaks, 1/Å
     matched: torch.Tensor  # (B, C) number of matched peaks
 
@@ -146,12 +161,15 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
     (radians) could move it. Reflections beyond ``reach`` (B,) from the beam are left out
     (none was seen there).
     """
-    g_lab = torch.einsum("bcij,nj->bcni", rotations, table.g)
+    # the table is sorted by |g|: reflections beyond every pattern's reach are a tail, cut before the work
+    within = int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True))
+    g_table = table.g[:max(within, 1)]
+    g_lab = torch.einsum("bcij,nj->bcni", rotations, g_table)
     s = excitation_error(g_lab, k0)
     lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)
-    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * table.amplitude
+    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * table.amplitude[:g_table.shape[0]]
     closeness = torch.where(lateral <= reach[:, None, None], closeness, torch.full_like(closeness, torch.inf))
-    count = min(count, table.g.shape[0])
+    count = min(count, g_table.shape[0])
     index = closeness.topk(count, dim=-1, largest=False).indices
     return index, table.g[index]
 
@@ -159,15 +177,19 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
 def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For each peak, the reflection explaining it: its index and squared distance, ``(B, C, P)`` each."""
     s = excitation_error(g_lab, k0)  # (B, C, M)
-    delta = points[:, None, :, None, :] - g_lab[:, :, None, :, :2]  # (B, C, P, M, 2)
-    distance2 = (delta ** 2).sum(-1)
+    b, c, m = s.shape
+    spots = g_lab[..., :2]
+    # |p - g|² = |p|² + |g|² - 2 p·g, the cross term one batched product (no (B, C, P, M, 2) array)
+    cross = torch.einsum("bpk,bcmk->bcpm", points, spots)
+    distance2 = ((points ** 2).sum(-1)[:, None, :, None] + (spots ** 2).sum(-1)[:, :, None, :] - 2.0 * cross).clamp_min(0.0)
     cost = distance2 / radius ** 2 + (s ** 2 / STACK_SCALE ** 2)[:, :, None, :]
     best = cost.argmin(dim=-1)  # (B, C, P)
     return best, torch.gather(distance2, -1, best.unsqueeze(-1)).squeeze(-1)
 
 
 def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
-                       best: torch.Tensor, inside: torch.Tensor, k0: float, settings: RefinementSettings) -> torch.Tensor:
+                       best: torch.Tensor, inside: torch.Tensor, k0: float, settings: RefinementSettings,
+                       sigma_s: float) -> torch.Tensor:
     """The rotation vector ``ω`` (B, C, 3) of one damped Gauss-Newton step."""
     index = best.unsqueeze(-1).expand(*best.shape, 3)
     g = torch.gather(g_lab, 2, index)  # (B, C, P, 3) matched reflections
@@ -182,10 +204,10 @@ def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch
     ey = points[:, None, :, 1] - gy
     s = excitation_error(g, k0)
     w = (weights[:, None, :] * inside).unsqueeze(-1)
-    a, b = 1.0 / settings.sigma_xy ** 2, 1.0 / settings.sigma_s ** 2
+    a, b = 1.0 / settings.sigma_xy ** 2, 1.0 / sigma_s ** 2
     # Cauchy (IRLS) weights on the excitation term: strong low-order reflections stay visible far from
     # the Bragg condition (the sinc² tails), so a large |s| must not drag the tilt.
-    robust = (1.0 / (1.0 + (s / settings.sigma_s) ** 2)).unsqueeze(-1)
+    robust = (1.0 / (1.0 + (s / sigma_s) ** 2)).unsqueeze(-1)
     # A reflection bright for its structure factor is near the Bragg condition: its s counts fully;
     # one faint for its structure factor may sit far out on the shape factor's tail.
     ratio = weights[:, None, :] / torch.gather(amplitude, -1, best).clamp_min(1e-3)
@@ -245,7 +267,8 @@ def refine_candidates(
         g_lab = torch.einsum("bcij,bcmj->bcmi", current, chosen)
         best, distance2 = _match(points, g_lab, k0, radius)
         inside = (distance2 < radius ** 2).to(weights.dtype)
-        omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings)
+        omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings,
+                                   settings.sigma(iteration))
         current = skew_exp(omega) @ current
     return _score(points, weights, total, current, table, reach, k0, settings)
 
@@ -265,8 +288,11 @@ def _score(points, weights, total, rotations, table, reach, k0, settings) -> Ref
     found = torch.zeros_like(predicted)
     found.scatter_(-1, best, hit.to(found.dtype))
     complete = (predicted * found.clamp_max(1.0)).sum(-1) / predicted.sum(-1).clamp_min(1e-12)
+    measured = torch.zeros_like(predicted)
+    measured.scatter_add_(-1, best, (weights[:, None, :] * hit).to(measured.dtype))
+    agreement = (predicted * measured).sum(-1) / (predicted.norm(dim=-1) * measured.norm(dim=-1)).clamp_min(1e-12)
     matched = hit.sum(-1)
     rms = torch.sqrt((distance2 * hit).sum(-1) / matched.clamp_min(1))
-    return Refined(rotations=rotations, score=explained * complete.sqrt(), explained=explained, complete=complete,
-                   rms=rms, matched=matched)
+    return Refined(rotations=rotations, score=explained ** 2 * agreement, explained=explained, complete=complete,
+                   agreement=agreement, rms=rms, matched=matched)
 

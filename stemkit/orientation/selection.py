@@ -19,13 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.decode import Decoded
+from stemkit.orientation.indexing import PairLibrary, by_consensus, index_pairs
 from stemkit.orientation.loss import SymmetryTable, symmetric_geodesic
 from stemkit.orientation.refine import ReflectionTable, RefinementSettings, refine_candidates
 
 TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
 AMBIGUITY_RATIO = 0.985
 REFINE_PEAKS = 24  # strongest peaks used by the refinement
+INDEXED_CANDIDATES = 2  # orientations from peak-pair indexing added to the model's, each with its twin
 
 
 @dataclass
@@ -63,6 +66,17 @@ def candidates_of(decoded: Decoded) -> torch.Tensor:
     return torch.stack([rotation, alternative, TWIN @ rotation, TWIN @ alternative], dim=1)
 
 
+def indexed_candidates(peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor], library: PairLibrary,
+                       symmetry: torch.Tensor, *, beam_energy_kev: float,
+                       keep: int = INDEXED_CANDIDATES) -> torch.Tensor:
+    """``(n, 2 keep, 3, 3)``: the ``keep`` best-supported orientations from peak-pair indexing and their twins."""
+    kx, ky, weight = peaks
+    k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
+    rotations, cost = index_pairs(kx, ky, weight, library, k0=k0)
+    chosen = by_consensus(rotations, cost, symmetry, keep)
+    return torch.cat([chosen, TWIN @ chosen], dim=1)
+
+
 def select(
     decoded: Decoded,
     peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -74,6 +88,7 @@ def select(
     all_phases: bool = False,
     ambiguity_angle: float = 5.0,
     ambiguity_ratio: float = AMBIGUITY_RATIO,
+    libraries: list[PairLibrary] | None = None,
 ) -> tuple[Decoded, Evidence]:
     """Refine the candidates of every pattern and choose (see the module docstring).
 
@@ -96,10 +111,15 @@ def select(
         (slower by the number of phases); otherwise only in the model's phase.
     ambiguity_angle, ambiguity_ratio
         See the module docstring.
+    libraries
+        One :class:`~stemkit.orientation.indexing.PairLibrary` per phase: candidates from
+        peak-pair indexing join the model's (:func:`indexed_candidates`); None: the model's only.
     """
     kx, ky, weight = peaks
     candidates = candidates_of(decoded)
     n, c = candidates.shape[:2]
+    if libraries is not None:
+        c += 2 * INDEXED_CANDIDATES
     rotations = torch.zeros(n, len(tables), c, 3, 3)
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
@@ -107,7 +127,12 @@ def select(
         members = torch.arange(n) if all_phases else torch.as_tensor(np.flatnonzero(decoded.phase == index))
         if members.numel() == 0:
             continue
-        refined = refine_candidates(kx[members], ky[members], weight[members], candidates[members], table,
+        mine = candidates[members]
+        if libraries is not None:
+            found = (kx[members], ky[members], weight[members])
+            mine = torch.cat([mine, indexed_candidates(found, libraries[index], symmetry.rotations[index],
+                                                       beam_energy_kev=beam_energy_kev)], dim=1)
+        refined = refine_candidates(kx[members], ky[members], weight[members], mine, table,
                                     beam_energy_kev=beam_energy_kev, settings=settings)
         rotations[members, index], scores[members, index] = refined.rotations, refined.score
         for name in parts:

@@ -1,0 +1,218 @@
+"""Candidate orientations from pairs of measured Bragg peaks: classical spot-pattern indexing.
+
+Two diffraction vectors fix a rotation once each is matched to a crystal reflection of
+the same length, and the angle between them to the angle between the reflections. This is
+how a crystallographer indexes a spot pattern by hand, and it needs no training: it finds
+the orientation wherever the two strongest disks are reflections of the crystal, also on
+patterns unlike any the transformer saw (other simulators, real detectors). stemkit uses
+it beside the transformer: its candidates join the model's hypotheses before the
+refinement (:mod:`stemkit.orientation.refine`), and the score decides.
+
+Measured peaks ``(kx, ky)`` are lifted onto the Ewald sphere (a visible reflection has an
+excitation error near zero), ``q = (kx, ky, -|k|² / (K + sqrt(K² - |k|²)))``, so that the
+lengths and angles compared are those of three-dimensional reciprocal vectors.
+
+The crystal's pairs are enumerated once per phase (:class:`PairLibrary`): the first
+reflection is one representative of each symmetry-equivalent family, the second any strong
+reflection at an angle between :data:`MIN_ANGLE_DEG` and ``180° - MIN_ANGLE_DEG`` (nearly
+parallel vectors fix no rotation about themselves). Each measured pair is compared with
+every library pair in both assignments; the closest matches, in units of the length and
+angle tolerances, give rotations by the bisector triad (the error is shared between the
+two vectors), which the refinement then polishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stemkit.orientation.refine import ReflectionTable
+from stemkit.physics.symmetry import PointGroup
+
+MIN_ANGLE_DEG = 15.0
+LIBRARY_K_MAX = 1.4  # 1/Å: the strongest disks of a pattern are low-order reflections
+LIBRARY_MIN_AMPLITUDE = 0.15  # relative |F| of reflections that can be among the strongest disks
+
+
+@dataclass(frozen=True)
+class IndexingSettings:
+    """Tolerances and sizes of :func:`index_pairs`.
+
+    ``length_tolerance`` (1/Å) and ``relative_length_tolerance`` allow for peak position
+    error and a k-scale calibration error of a few per cent; ``angle_tolerance_deg`` for
+    the angle between two measured vectors. ``strongest`` peaks form the pairs, at most
+    ``pairs`` of them (strongest first); ``candidates`` rotations are kept per pattern.
+    """
+
+    length_tolerance: float = 0.01
+    relative_length_tolerance: float = 0.02
+    angle_tolerance_deg: float = 3.0
+    strongest: int = 5
+    pairs: int = 6
+    candidates: int = 12
+
+
+@dataclass(frozen=True)
+class PairLibrary:
+    """Pairs of a phase's reflections ``(first, second)`` in the crystal frame, with their lengths and angle."""
+
+    first: torch.Tensor  # (L, 3)
+    second: torch.Tensor  # (L, 3)
+    length_first: torch.Tensor  # (L,)
+    length_second: torch.Tensor  # (L,)
+    angle: torch.Tensor  # (L,) radians
+
+    @classmethod
+    def of(cls, table: ReflectionTable, point_group: PointGroup, k_max: float = LIBRARY_K_MAX,
+           min_amplitude: float = LIBRARY_MIN_AMPLITUDE) -> PairLibrary:
+        """The library of ``table``'s strong reflections up to ``k_max`` (1/Å)."""
+        g = table.g.double().numpy()
+        length = np.linalg.norm(g, axis=1)
+        strong = g[(length <= k_max) & (table.amplitude.numpy() >= min_amplitude)]
+        if len(strong) < 2:
+            raise ValueError(f"phase {table.name!r} has fewer than two reflections of relative amplitude "
+                             f">= {min_amplitude} within {k_max} 1/Å: nothing to index a pattern with")
+        representatives = strong[_family_representatives(strong, point_group)]
+        unit_r = representatives / np.linalg.norm(representatives, axis=1, keepdims=True)
+        unit_s = strong / np.linalg.norm(strong, axis=1, keepdims=True)
+        cosine = np.clip(unit_r @ unit_s.T, -1.0, 1.0)  # (R, S)
+        lowest = np.cos(np.deg2rad(180.0 - MIN_ANGLE_DEG))
+        highest = np.cos(np.deg2rad(MIN_ANGLE_DEG))
+        r_index, s_index = np.nonzero((cosine > lowest) & (cosine < highest))
+        first, second = representatives[r_index], strong[s_index]
+        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        return cls(first=as_tensor(first), second=as_tensor(second),
+                   length_first=as_tensor(np.linalg.norm(first, axis=1)),
+                   length_second=as_tensor(np.linalg.norm(second, axis=1)),
+                   angle=as_tensor(np.arccos(cosine[r_index, s_index])))
+
+    def __len__(self) -> int:
+        return int(self.first.shape[0])
+
+
+def _family_representatives(g: np.ndarray, point_group: PointGroup) -> np.ndarray:
+    """Indices of one reflection per family of symmetry-equivalent ones (the first met)."""
+    images = np.einsum("sij,nj->nsi", point_group.rotations, g)  # (n, S, 3)
+    taken = np.zeros(len(g), bool)
+    chosen = []
+    scale = max(1e-6, 1e-4 * float(np.abs(g).max()))
+    for index in range(len(g)):
+        if taken[index]:
+            continue
+        chosen.append(index)
+        distance = np.abs(images[index][:, None, :] - g[None, :, :]).max(-1)  # (S, n)
+        taken |= (distance < scale).any(0)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def lift_to_ewald_sphere(kx: torch.Tensor, ky: torch.Tensor, k0: float) -> torch.Tensor:
+    """``(..., 3)`` reciprocal vectors of peaks at ``(kx, ky)`` whose excitation error is zero."""
+    lateral = kx * kx + ky * ky
+    kz = -lateral / (k0 + torch.sqrt((k0 * k0 - lateral).clamp_min(0.0)))
+    return torch.stack([kx, ky, kz], dim=-1)
+
+
+def _measured_pairs(q: torch.Tensor, weight: torch.Tensor, settings: IndexingSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``pairs`` strongest usable pairs of each pattern's ``strongest`` peaks: indices ``(B, M)`` ×2 and validity."""
+    count = min(settings.strongest, q.shape[1])
+    i, j = torch.triu_indices(count, count, offset=1)
+    qi, qj = q[:, i], q[:, j]  # (B, M, 3)
+    cosine = (qi * qj).sum(-1) / (qi.norm(dim=-1) * qj.norm(dim=-1)).clamp_min(1e-12)
+    angle_ok = cosine.abs() < np.cos(np.deg2rad(MIN_ANGLE_DEG))
+    usable = angle_ok & (weight[:, i] > 0) & (weight[:, j] > 0)
+    strength = torch.where(usable, weight[:, i] * weight[:, j], torch.full_like(cosine, -1.0))
+    keep = strength.topk(min(settings.pairs, strength.shape[1]), dim=1).indices
+    return i[keep], j[keep], torch.gather(usable, 1, keep)
+
+
+def _bisector_frame(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` orthonormal frames (columns) built on the bisector of ``u`` and ``v``."""
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    e1 = u + v
+    e2 = u - v
+    e1 = e1 / e1.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    e2 = e2 / e2.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], dim=-1)
+
+
+@torch.no_grad()
+def index_pairs(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, library: PairLibrary, *, k0: float,
+                settings: IndexingSettings = IndexingSettings()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate rotations of each pattern from its strongest peak pairs.
+
+    Parameters
+    ----------
+    kx, ky, weight
+        ``(B, P)`` peaks sorted strongest first (as :func:`~stemkit.orientation.selection.strongest_peaks`
+        gives them), 1/Å from the direct beam; weight 0 for padding.
+    library
+        The phase's :class:`PairLibrary`.
+    k0
+        ``1/λ`` of the beam, 1/Å.
+    settings
+        Tolerances and sizes.
+
+    Returns
+    -------
+    rotations, cost
+        ``(B, C, 3, 3)`` crystal → lab rotations and ``(B, C)`` match costs (sum of squared
+        misfits in tolerance units; ``inf`` where no pair matched, the rotation is then the identity).
+    """
+    q = lift_to_ewald_sphere(kx.float(), ky.float(), k0)
+    first, second, usable = _measured_pairs(q, weight.float(), settings)  # (B, M)
+    rows = torch.arange(q.shape[0])[:, None]
+    qa, qb = q[rows, first], q[rows, second]  # (B, M, 3)
+    # both assignments: (a → first library vector, b → second) and (b → first, a → second)
+    one = torch.cat([qa, qb], dim=1)
+    two = torch.cat([qb, qa], dim=1)
+    valid = torch.cat([usable, usable], dim=1)
+    la, lb = one.norm(dim=-1), two.norm(dim=-1)
+    angle = torch.arccos(((one * two).sum(-1) / (la * lb).clamp_min(1e-12)).clamp(-1.0, 1.0))
+    tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
+    cost = (((la[..., None] - library.length_first) / tolerance(la)[..., None]) ** 2
+            + ((lb[..., None] - library.length_second) / tolerance(lb)[..., None]) ** 2
+            + ((angle[..., None] - library.angle) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)  # (B, 2M, L)
+    cost = torch.where(valid[..., None] & (cost < 9.0), cost, torch.full_like(cost, torch.inf))
+    flat = cost.reshape(cost.shape[0], -1)
+    count = min(settings.candidates, flat.shape[1])
+    best_cost, best = flat.topk(count, dim=1, largest=False)
+    pair, entry = best // len(library), best % len(library)
+    lab = _bisector_frame(one[rows, pair], two[rows, pair])  # (B, C, 3, 3)
+    crystal = _bisector_frame(library.first[entry], library.second[entry])
+    rotations = lab @ crystal.transpose(-1, -2)
+    found = torch.isfinite(best_cost)
+    eye = torch.eye(3).expand_as(rotations)
+    return torch.where(found[..., None, None], rotations, eye), best_cost
+
+
+def by_consensus(rotations: torch.Tensor, cost: torch.Tensor, symmetry: torch.Tensor, keep: int,
+                 agree_deg: float = 4.0) -> torch.Tensor:
+    """The ``keep`` candidates of each pattern that most other candidates agree with, ``(B, keep, 3, 3)``.
+
+    The right orientation is found again by many peak pairs, a wrong match by few: each
+    candidate counts the others within ``agree_deg`` of it (the crystal's symmetry taken into
+    account), ties go to the lower match cost. Unmatched slots (``cost`` inf) come last.
+
+    Parameters
+    ----------
+    rotations, cost
+        From :func:`index_pairs`.
+    symmetry
+        ``(G, 3, 3)`` the phase's proper rotations (crystal frame).
+    keep
+        Candidates kept per pattern.
+    agree_deg
+        Largest angle between candidates that agree.
+    """
+    matched = torch.isfinite(cost)
+    # distance between candidates a and b: min over S of angle(Ra S Rbᵀ); trace(Ra S Rbᵀ) = <Ra S, Rb>
+    turned = torch.einsum("bcij,sjk->bscik", rotations, symmetry)  # (B, G, C, 3, 3)
+    trace = torch.einsum("bscik,bdik->bscd", turned, rotations).amax(1)  # (B, C, C)
+    agree = (trace > 1.0 + 2.0 * np.cos(np.deg2rad(agree_deg))) & matched[:, None, :] & matched[:, :, None]
+    votes = agree.sum(-1).to(cost.dtype) - 1e-3 * cost.clamp_max(9.0)
+    votes = torch.where(matched, votes, torch.full_like(votes, -1e9))
+    top = votes.topk(min(keep, votes.shape[1]), dim=1).indices
+    return rotations[torch.arange(len(rotations))[:, None], top]
