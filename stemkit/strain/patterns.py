@@ -11,7 +11,10 @@ centred on ``k = 0``, the binning, the filter widths and the annular mask;
 3. subtract a Gaussian blur of width ``highpass_px`` (removes the smooth diffuse
    background — Lorentzian tails, thermal diffuse — without a model of it);
 4. blur by ``smooth_px`` (a matched filter for the small disks, which also makes the
-   images smooth enough to interpolate at sub-pixel positions);
+   images smooth enough to interpolate at sub-pixel positions) — left out for the *sharp*
+   images (``blur=False``) of the warp refinement, whose template (a mean of many patterns)
+   is already smooth: blurring the data as well as the template weights the noise twice
+   and cost a third more noise in the strain (see :mod:`stemkit.strain.ccstae`);
 5. divide by the dataset's typical RMS inside the mask (one number for all patterns).
 
 The mask is the annulus ``inner_px ≤ |k| ≤ outer_px`` (outside the direct beam and its
@@ -123,8 +126,10 @@ def smooth_background(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return nnf.interpolate(small[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
 
 
-def prepare(block: np.ndarray, geometry: PatternGeometry, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Registration images ``(n, size, size)`` float32 of raw patterns ``(..., ky, kx)`` (module steps 1-5)."""
+def prepare(block: np.ndarray, geometry: PatternGeometry, device: str | torch.device = "cpu", *,
+            blur: bool = True) -> torch.Tensor:
+    """Registration images ``(n, size, size)`` float32 of raw patterns ``(..., ky, kx)`` (module steps 1-5;
+    without step 4 when ``blur`` is false: :func:`matched_blur` of those is the blurred image)."""
     g = geometry
     patterns = np.asarray(block, dtype=np.float32).reshape(-1, *block.shape[-2:])
     cut = patterns[:, g.row0:g.row0 + g.window, g.col0:g.col0 + g.window]
@@ -133,8 +138,14 @@ def prepare(block: np.ndarray, geometry: PatternGeometry, device: str | torch.de
         images = nnf.avg_pool2d(images[:, None], g.bin)[:, 0] * g.bin**2
     images = torch.sqrt(torch.clamp(images, min=0.0))
     images = images - smooth_background(images, g.highpass_px)
-    images = gaussian_blur(images, g.smooth_px)
+    if blur:
+        images = gaussian_blur(images, g.smooth_px)
     return images / g.scale
+
+
+def matched_blur(sharp: torch.Tensor, geometry: PatternGeometry) -> torch.Tensor:
+    """Step 4 of :func:`prepare` applied to sharp images (``prepare(..., blur=False)``)."""
+    return gaussian_blur(sharp, geometry.smooth_px)
 
 
 def dataset_scale(images: torch.Tensor, mask: np.ndarray) -> float:
