@@ -1,0 +1,124 @@
+"""Peak-pair indexing: the pair library, the Ewald lift, candidates from clean and degraded spots, consensus."""
+
+import numpy as np
+import pytest
+import torch
+
+from stemkit.data.units import wavelength_angstrom
+from stemkit.orientation.indexing import (
+    IndexingSettings,
+    PairLibrary,
+    _family_representatives,
+    by_consensus,
+    index_pairs,
+    lift_to_ewald_sphere,
+)
+from stemkit.orientation.refine import ReflectionTable, excitation_error, refine_candidates
+from stemkit.orientation.selection import strongest_peaks
+from stemkit.physics.kinematic import simulate_kinematic
+from stemkit.physics.presets import crystal
+from stemkit.physics.rotations import axis_angle_to_matrix, misorientation_angle
+from stemkit.physics.specimens import zone_axis_rotation
+
+K0 = 1.0 / wavelength_angstrom(300.0)
+ZONES = [(0, 0, 1), (0, 1, 1), (1, 1, 1), (1, 1, 2), (0, 1, 2), (1, 2, 3)]
+
+
+def near_zone_axes(name: str, count: int, seed: int, tilt_deg: float = 3.0) -> np.ndarray:
+    """Orientations a few degrees off low-index zone axes, turned at random about the beam: patterns rich in spots."""
+    rng = np.random.default_rng(seed)
+    rotations = []
+    for index in range(count):
+        zone = zone_axis_rotation(crystal(name), ZONES[index % len(ZONES)])
+        about_beam = axis_angle_to_matrix(np.array([0.0, 0.0, 1.0]), rng.uniform(0, 360))
+        axis = np.array([*rng.normal(size=2), 0.0])
+        tilt = axis_angle_to_matrix(axis / np.linalg.norm(axis), rng.uniform(0.5, tilt_deg))
+        rotations.append(tilt @ about_beam @ zone)
+    return np.asarray(rotations)
+
+
+def spots(name: str, rotations: np.ndarray, thickness: float = 300.0):
+    """Strongest kinematic spots of ``rotations`` as the refinement takes them (sorted, √I weights)."""
+    found = simulate_kinematic(crystal(name), rotations, beam_energy_kev=300.0, k_max=1.6, thickness=thickness,
+                               s_max=0.05, max_reflections=32, dtype=np.float64)
+    return strongest_peaks(found.kx, found.ky, found.intensity, found.valid, beam_radius=0.02)
+
+
+def best_error(name: str, candidates: torch.Tensor, truth: np.ndarray) -> np.ndarray:
+    """The smallest disorientation (°) among each pattern's candidates."""
+    group = crystal(name).point_group
+    errors = [misorientation_angle(candidates[:, j].double().numpy(), truth, group) for j in range(candidates.shape[1])]
+    return np.min(errors, axis=0)
+
+
+def test_family_representatives_are_one_per_orbit_of_the_point_group():
+    cu = crystal("Cu")
+    table = ReflectionTable.of(cu, k_max=0.8)  # {111}, {200}, {220}: 8 + 6 + 12 reflections
+    g = table.g.double().numpy()
+    chosen = _family_representatives(g, cu.point_group)
+    lengths = np.round(np.linalg.norm(g[chosen], axis=1), 6)
+    assert len(chosen) == 3 and len(set(lengths)) == 3
+
+
+def test_library_pairs_have_the_lengths_and_angles_they_state():
+    cu2o = crystal("Cu2O")
+    library = PairLibrary.of(ReflectionTable.of(cu2o), cu2o.point_group)
+    assert len(library) > 100
+    np.testing.assert_allclose(library.first.norm(dim=-1), library.length_first, rtol=1e-5)
+    cosine = (library.first * library.second).sum(-1) / (library.length_first * library.length_second)
+    np.testing.assert_allclose(torch.arccos(cosine.clamp(-1, 1)), library.angle, atol=1e-3)
+    assert float(library.angle.min()) >= np.deg2rad(15.0) - 1e-4
+    assert float(library.angle.max()) <= np.deg2rad(165.0) + 1e-4
+
+
+def test_a_lifted_peak_lies_on_the_ewald_sphere():
+    kx, ky = torch.tensor([0.3, -1.2, 0.0]), torch.tensor([0.4, 0.9, -1.5])
+    q = lift_to_ewald_sphere(kx, ky, K0)
+    torch.testing.assert_close(excitation_error(q, K0), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(q[:, :2], torch.stack([kx, ky], -1))
+
+
+@pytest.mark.parametrize("name", ["Cu", "Cu2O"])
+def test_patterns_near_zone_axes_are_indexed_and_refined_to_the_truth(name):
+    """Pair matches land near the truth; the consensus keeps it; the refinement polishes it."""
+    truth = near_zone_axes(name, 36, seed=3)
+    kx, ky, weight = spots(name, truth)
+    table = ReflectionTable.of(crystal(name))
+    library = PairLibrary.of(table, crystal(name).point_group)
+    rotations, cost = index_pairs(kx, ky, weight, library, k0=K0)
+    assert np.mean(best_error(name, rotations, truth) < 3.0) >= 0.8
+    group = torch.as_tensor(np.array(crystal(name).point_group.rotations), dtype=torch.float32)
+    kept = by_consensus(rotations, cost, group, 2)
+    refined = refine_candidates(kx, ky, weight, kept, table, beam_energy_kev=300.0)
+    assert np.mean(best_error(name, refined.rotations, truth) < 2.0) >= 0.7
+
+
+def test_indexing_tolerates_a_two_percent_calibration_error():
+    """A k-scale off by 2 % (a common calibration error) still gives the orientation."""
+    truth = near_zone_axes("Cu", 36, seed=8)
+    kx, ky, weight = spots("Cu", truth)
+    library = PairLibrary.of(ReflectionTable.of(crystal("Cu")), crystal("Cu").point_group)
+    rotations, _ = index_pairs(kx * 1.02, ky * 1.02, weight, library, k0=K0)
+    assert np.mean(best_error("Cu", rotations, truth) < 3.0) >= 0.8
+
+
+def test_patterns_without_usable_pairs_give_no_candidate_and_no_error():
+    kx = torch.tensor([[0.5, 0.0, 0.0], [0.5, 1.0, 0.0]])  # one peak; two collinear peaks
+    ky = torch.zeros(2, 3)
+    weight = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.5, 0.0]])
+    library = PairLibrary.of(ReflectionTable.of(crystal("Cu")), crystal("Cu").point_group)
+    rotations, cost = index_pairs(kx, ky, weight, library, k0=K0, settings=IndexingSettings(candidates=4))
+    assert torch.isinf(cost).all()
+    torch.testing.assert_close(rotations, torch.eye(3).expand(2, 4, 3, 3))
+
+
+def test_consensus_prefers_the_orientation_found_most_often():
+    group = torch.as_tensor(np.array(crystal("Cu").point_group.rotations), dtype=torch.float32)
+    right = torch.as_tensor(near_zone_axes("Cu", 1, seed=1), dtype=torch.float32)[0]
+    others = torch.as_tensor(near_zone_axes("Cu", 4, seed=2)[1:], dtype=torch.float32)
+    # the right one three times (once as a symmetry-equivalent matrix), three single wrong ones with lower cost
+    rotations = torch.stack([others[0], right, others[1], right @ group[5], others[2], right])[None]
+    cost = torch.tensor([[0.1, 2.0, 0.1, 2.5, 0.1, 3.0]])
+    kept = by_consensus(rotations, cost, group, keep=1)
+    assert misorientation_angle(kept[0].double().numpy(), right[None].double().numpy(),
+                                crystal("Cu").point_group)[0] < 1e-3
