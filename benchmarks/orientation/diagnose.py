@@ -1,0 +1,122 @@
+"""Where stemkit's orientation errors come from, on the issue-5 benchmark data (a diagnosis, not a race).
+
+For every ``--step``-th pattern of ``data/full`` (peaks by ``find_peaks`` with its defaults, the shipped
+weights, the true phase) this prints:
+
+1. **Refinement started at the truth**: how far the refinement moves away from the true orientation
+   (median, share within 0.5° and 5°) and how much of that is tilt (rotation about an axis in the
+   detector plane) rather than rotation about the beam. This is the precision floor of the refinement.
+2. **Candidates**: the share of patterns for which at least one candidate refines to within 5° of the
+   truth (the model's two hypotheses and their twins; the peak-pair indexing candidates; both), and
+   the share for which the score then picks one within 5°.
+3. **Truth against its twin**: refined from the truth and from its 180°-about-the-beam twin, how often
+   the score prefers the truth (the rest are the patterns where kinematic intensities cannot tell them
+   apart, or the score misjudges).
+
+Run: ``.venv/bin/python benchmarks/orientation/diagnose.py [--step 4]`` (needs ``make_data.py``'s data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from stemkit.data.datacube import datacube  # noqa: E402
+from stemkit.orientation.inference import run_model  # noqa: E402
+from stemkit.orientation.loss import SymmetryTable  # noqa: E402
+from stemkit.orientation.mapper import OrientationMapper  # noqa: E402
+from stemkit.orientation.metrics import disorientation_deg  # noqa: E402
+from stemkit.orientation.refine import refine_candidates  # noqa: E402
+from stemkit.orientation.selection import TWIN, candidates_of, indexed_candidates, strongest_peaks  # noqa: E402
+from stemkit.orientation.tokens import tokens_from_arrays  # noqa: E402
+from stemkit.physics.rotations import quaternion_to_matrix  # noqa: E402
+from stemkit.preprocess import find_peaks  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(step: int):
+    """Peaks, truth and phases of every ``step``-th pattern."""
+    folder = HERE / "data" / "full"
+    cal = json.loads((folder / "calibration.json").read_text())
+    data = datacube(np.load(folder / "cube.npy"), scan_step_nm=cal["scan_step_nm"], k_step=cal["k_step"],
+                    beam_energy_kev=cal["beam_energy_kev"], attrs={"convergence_mrad": cal["convergence_mrad"]})
+    peaks = find_peaks(data)
+    flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"])[::step] for v in ("kx", "ky", "intensity", "valid")}
+    truth = np.load(folder / "truth.npz")
+    rotation = quaternion_to_matrix(truth["quaternion"].reshape(-1, 4)[::step])
+    return flat, rotation, truth["phase"].ravel()[::step], float(peaks.attrs["beam_energy_kev"]), float(peaks.attrs["probe_radius"])
+
+
+def refine_in_true_phase(mapper, peaks, candidates, phase, energy):
+    """Refined rotations and scores of ``candidates`` (n, C, 3, 3), each pattern in its true phase."""
+    rotations, scores = torch.zeros_like(candidates), torch.zeros(candidates.shape[:2])
+    for index, table in enumerate(mapper._reflection_tables()):
+        rows = torch.as_tensor(np.flatnonzero(phase == index))
+        refined = refine_candidates(*(p[rows] for p in peaks), candidates[rows], table, beam_energy_kev=energy)
+        rotations[rows], scores[rows] = refined.rotations, refined.score
+    return rotations, scores
+
+
+def errors(mapper, rotations, truth, phase) -> np.ndarray:
+    """Disorientation (°) of every candidate ``(n, C)`` from the truth in the true phase."""
+    groups = [c.point_group for c in mapper.crystals_]
+    return np.stack([disorientation_deg(rotations[:, j].double().numpy(), truth, phase, groups)
+                     for j in range(rotations.shape[1])], axis=1)
+
+
+def tilt_and_spin(rotations: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tilt (axis in the detector plane) and spin (about the beam) parts of ``R Rtᵀ``, degrees (small angles)."""
+    delta = rotations @ np.swapaxes(truth, 1, 2)
+    axis = np.stack([delta[:, 2, 1] - delta[:, 1, 2], delta[:, 0, 2] - delta[:, 2, 0], delta[:, 1, 0] - delta[:, 0, 1]], 1) / 2
+    return np.degrees(np.arcsin(np.clip(np.hypot(axis[:, 0], axis[:, 1]), 0, 1))), np.degrees(np.arcsin(np.clip(np.abs(axis[:, 2]), 0, 1)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--step", type=int, default=4, help="use every step-th pattern of the 4096")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    flat, truth, phase, energy, radius = load(args.step)
+    mapper = OrientationMapper.pretrained("cu-cu2o")
+    n = len(truth)
+    peaks = strongest_peaks(flat["kx"], flat["ky"], flat["intensity"], flat["valid"], radius)
+    true = torch.as_tensor(truth, dtype=torch.float32)
+    print(f"{n} patterns (every {args.step}th of benchmarks/orientation/data/full), shipped cu-cu2o weights, true phase")
+
+    refined, scores = refine_in_true_phase(mapper, peaks, torch.stack([true, TWIN @ true], 1), phase, energy)
+    drift = errors(mapper, refined[:, :1], truth, phase)[:, 0]
+    tilt, spin = tilt_and_spin(refined[:, 0].double().numpy(), truth)
+    print(f"1. refinement started at the truth: median {np.median(drift):.2f}°, within 0.5° {100 * np.mean(drift < 0.5):.1f} %, "
+          f"within 5° {100 * np.mean(drift < 5):.1f} %; median tilt {np.median(tilt):.2f}°, about the beam {np.median(spin):.3f}°")
+    print(f"3. truth preferred to its refined twin by the score: {100 * np.mean((scores[:, 0] > scores[:, 1]).numpy()):.1f} %")
+
+    features, mask = tokens_from_arrays(flat["kx"], flat["ky"], flat["intensity"], flat["valid"], beam_energy_kev=energy,
+                                        beam_radius=radius, max_tokens=mapper.max_tokens)
+    table = SymmetryTable([c.point_group for c in mapper.crystals_])
+    decoded = run_model(mapper.model_, features, mask, table)
+    model = candidates_of(decoded)
+    indexed = torch.zeros(n, 4, 3, 3)
+    for index, library in enumerate(mapper._pair_libraries()):
+        rows = torch.as_tensor(np.flatnonzero(phase == index))
+        indexed[rows] = indexed_candidates(tuple(p[rows] for p in peaks), library, table.rotations[index],
+                                           beam_energy_kev=energy)
+    rotations, scores = refine_in_true_phase(mapper, peaks, torch.cat([model, indexed], 1), phase, energy)
+    error = errors(mapper, rotations, truth, phase)
+    right = error < 5
+    pick = lambda part: error[np.arange(n), part.start + scores[:, part].argmax(1).numpy()] < 5  # noqa: E731
+    model_part, index_part, both = slice(0, 4), slice(4, 8), slice(0, 8)
+    for label, part in (("model's 4", model_part), ("indexing's 4", index_part), ("all 8", both)):
+        print(f"2. candidates {label}: one within 5° for {100 * right[:, part].any(1).mean():.1f} %, "
+              f"the best-scoring within 5° for {100 * pick(part).mean():.1f} %")
+
+
+if __name__ == "__main__":
+    main()
