@@ -17,6 +17,8 @@ evidence into ``confidence``, the probability that the answer is within 5° of t
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -315,15 +317,17 @@ class OrientationMapper:
                             ambiguity_weight=self.ambiguity_weight, ambiguity_angle=self.ambiguity_angle)
         evidence = None
         if refine:
-            chosen = []
-            for start in range(0, len(mask), REFINE_BATCH):
-                part = slice(start, start + REFINE_BATCH)
+            tables, libraries = self._reflection_tables(), self._pair_libraries()  # built before any thread starts
+
+            def refine_part(part: slice) -> tuple[Decoded, Evidence]:
                 sub = Decoded(**{name: getattr(decoded, name)[part] for name in Decoded.__dataclass_fields__})
                 radius = beam_radius[part] if np.ndim(beam_radius) else beam_radius
                 peaks = strongest_peaks(kx[part], ky[part], intensity[part], valid[part], radius)
-                chosen.append(select(sub, peaks, self._reflection_tables(), table, beam_energy_kev=beam_energy_kev,
-                                     all_phases=all_phases, ambiguity_angle=self.ambiguity_angle,
-                                     libraries=self._pair_libraries()))
+                return select(sub, peaks, tables, table, beam_energy_kev=beam_energy_kev, all_phases=all_phases,
+                              ambiguity_angle=self.ambiguity_angle, libraries=libraries)
+
+            parts = [slice(start, start + REFINE_BATCH) for start in range(0, len(mask), REFINE_BATCH)]
+            chosen = _in_threads(refine_part, parts)
             decoded = Decoded(**{name: np.concatenate([getattr(d, name) for d, _ in chosen])
                                  for name in Decoded.__dataclass_fields__})
             evidence = Evidence(**{name: np.concatenate([getattr(e, name) for _, e in chosen])
@@ -481,6 +485,24 @@ class OrientationMapper:
         state = "fitted" if getattr(self, "model_", None) is not None else "not fitted"
         return (f"OrientationMapper(phases={tuple(names)}, d_model={self.d_model}, n_layers={self.n_layers}, "
                 f"n_hypotheses={self.n_hypotheses}, {state})")
+
+
+def _in_threads(work, parts: list) -> list:
+    """``[work(part) for part in parts]``, in as many Python threads as torch has, each single-threaded.
+
+    The refinement is many medium-sized torch operations; batches in parallel threads (torch
+    releases the GIL inside its operations) use the cores far better than intra-op threads, and
+    every batch is computed exactly as with one thread, so the answers do not depend on the count.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or len(parts) < 2:
+        return [work(part) for part in parts]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(work, parts))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _source_of(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:

@@ -67,6 +67,23 @@ def test_a_lazy_prediction_equals_the_eager_one(mapper, specimen, chunks, monkey
         assert computed.attrs == eager.attrs
 
 
+def test_refinement_in_threads_gives_the_one_thread_answers(mapper, specimen, monkeypatch):
+    """Refinement batches run in parallel Python threads; every batch is computed as with one thread."""
+    import torch
+
+    monkeypatch.setattr("stemkit.orientation.mapper.REFINE_BATCH", 7)  # 30 patterns: five batches
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = mapper.predict(specimen.intensity, progress=False)
+        torch.set_num_threads(2)
+        two = mapper.predict(specimen.intensity, progress=False)
+        assert torch.get_num_threads() == 2  # the count is restored after the threads
+    finally:
+        torch.set_num_threads(threads)
+    xr.testing.assert_identical(one, two)
+
+
 def test_save_and_load_give_identical_predictions(mapper, specimen, tmp_path):
     before = mapper.predict(specimen.intensity, progress=False)
     mapper.save(tmp_path / "weights")
