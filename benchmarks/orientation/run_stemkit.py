@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from stemkit.data.datacube import datacube  # noqa: E402
 from stemkit.orientation import OrientationMapper, run_model, tokens_from_peaks  # noqa: E402
 from stemkit.orientation.loss import SymmetryTable  # noqa: E402
+from stemkit.orientation.inference import default_batch_size  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the 16x16 development data")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=None, help="patterns per model call (default: the mapper's, 256 on a CPU)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,7 +100,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     target = out / f"stemkit{'-quick' if args.quick else ''}.npz"
     params = {"weights": described, "weights_sha256": mapper.weights_sha256_, "threads": torch.get_num_threads(),
-              "batch_size": args.batch_size, "peaks": "find_peaks defaults"}
+              "batch_size": args.batch_size or default_batch_size("cpu"), "peaks": "find_peaks defaults"}
     np.savez(target, quaternion=result["quaternion"].values, alternative=result["alternative"].values,
              ambiguous=result["ambiguous"].values, phase=result["phase"].values.astype(str),
              confidence=result["confidence"].values, seconds=np.array(seconds), cpu_seconds=np.array(cpu),

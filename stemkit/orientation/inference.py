@@ -19,6 +19,18 @@ from stemkit.orientation.decode import Decoded, decode
 from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.model import OrientationTransformer
 
+#: Patterns per model call on a CPU. Small batches, cut from the length-sorted order, carry
+#: little padding and stay in cache: on the issue-5 benchmark's 4,096 patterns (1 thread) 256
+#: ran 9,249 patterns/s against 2,304 for one batch of 4,096 (benchmarks/RESULTS.md).
+CPU_BATCH = 256
+#: Patterns per model call on an accelerator, where large batches fill the device.
+DEVICE_BATCH = 4096
+
+
+def default_batch_size(device: str | torch.device) -> int:
+    """:data:`CPU_BATCH` on the CPU, :data:`DEVICE_BATCH` elsewhere."""
+    return CPU_BATCH if torch.device(device).type == "cpu" else DEVICE_BATCH
+
 
 def length_sorted_batches(mask: torch.Tensor | np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
     """``(indices, length)`` of batches of patterns of similar token count (tokens first, as made by :mod:`tokens`).
@@ -59,7 +71,7 @@ def run_model(
     mask: np.ndarray,
     table: SymmetryTable,
     *,
-    batch_size: int = 2048,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     **decode_options: float,
 ) -> Decoded:
@@ -74,7 +86,7 @@ def run_model(
     table
         The phases' point groups.
     batch_size
-        Patterns per model call.
+        Patterns per model call; default :func:`default_batch_size` of ``device``.
     device
         Torch device.
     **decode_options
@@ -82,7 +94,7 @@ def run_model(
     """
     model = model.eval().to(device)
     parts: list[tuple[np.ndarray, Decoded]] = []
-    for indices, length in length_sorted_batches(mask, batch_size):
+    for indices, length in length_sorted_batches(mask, batch_size or default_batch_size(device)):
         f = torch.as_tensor(features[indices, :length], device=device)
         m = torch.as_tensor(mask[indices, :length], device=device)
         parts.append((indices, decode(model(f, m), table, **decode_options)))

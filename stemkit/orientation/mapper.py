@@ -195,7 +195,7 @@ class OrientationMapper:
         self,
         data: xr.DataArray | xr.Dataset,
         *,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
         peak_options: dict[str, Any] | None = None,
@@ -212,7 +212,8 @@ class OrientationMapper:
             :func:`stemkit.find_peaks`, which streams over dask chunks), a Dataset holding one
             as ``intensity``, or a peak Dataset from :func:`stemkit.find_peaks`.
         batch_size
-            Patterns per model call.
+            Patterns per model call; default 256 on the CPU (small length-sorted batches carry
+            little padding), 4096 on an accelerator.
         device
             Torch device for the peak finder and the model.
         progress
@@ -283,7 +284,7 @@ class OrientationMapper:
 
         return find_peaks(source, device=device, **options)
 
-    def _answers(self, peaks: xr.Dataset, *, batch_size: int, device, progress: bool, refine: bool = True,
+    def _answers(self, peaks: xr.Dataset, *, batch_size: int | None, device, progress: bool, refine: bool = True,
                  all_phases: bool = False) -> dict[str, np.ndarray]:
         """Answers for every pattern, flat over the scan, in blocks of bounded memory."""
         if "beam_energy_kev" not in peaks.attrs or "probe_radius" not in peaks.attrs:
@@ -302,7 +303,7 @@ class OrientationMapper:
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def answer_arrays(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray, *,
-                      beam_energy_kev: float, beam_radius: float | np.ndarray, batch_size: int = 4096,
+                      beam_energy_kev: float, beam_radius: float | np.ndarray, batch_size: int | None = None,
                       device: str | torch.device = "cpu", refine: bool = True,
                       all_phases: bool = False) -> dict[str, np.ndarray]:
         """Answers for padded peak arrays ``(n, P)`` (1/Å from the direct beam), as flat arrays.
