@@ -12,6 +12,9 @@ weights, the true phase) this prints:
 3. **Truth against its twin**: refined from the truth and from its 180°-about-the-beam twin, how often
    the score prefers the truth (the rest are the patterns where kinematic intensities cannot tell them
    apart, or the score misjudges).
+4. **The ambiguity flag** at several ``ambiguity_ratio`` values (the whole selection, predicted phase): the
+   share flagged, % within 5° strict and counting a flag, and among flagged patterns how often the answer
+   and how often the alternative is right (near-equal shares mean the flag marks real coin flips).
 
 Run: ``.venv/bin/python benchmarks/orientation/diagnose.py [--step 4]`` (needs ``make_data.py``'s data).
 """
@@ -34,7 +37,7 @@ from stemkit.orientation.loss import SymmetryTable  # noqa: E402
 from stemkit.orientation.mapper import OrientationMapper  # noqa: E402
 from stemkit.orientation.metrics import disorientation_deg  # noqa: E402
 from stemkit.orientation.refine import refine_candidates  # noqa: E402
-from stemkit.orientation.selection import TWIN, candidates_of, indexed_candidates, strongest_peaks  # noqa: E402
+from stemkit.orientation.selection import TWIN, candidates_of, indexed_candidates, select, strongest_peaks  # noqa: E402
 from stemkit.orientation.tokens import tokens_from_arrays  # noqa: E402
 from stemkit.physics.rotations import quaternion_to_matrix  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
@@ -116,6 +119,18 @@ def main() -> None:
     for label, part in (("model's 4", model_part), ("indexing's 4", index_part), ("all 8", both)):
         print(f"2. candidates {label}: one within 5° for {100 * right[:, part].any(1).mean():.1f} %, "
               f"the best-scoring within 5° for {100 * pick(part).mean():.1f} %")
+
+    groups = [c.point_group for c in mapper.crystals_]
+    for ratio in (0.95, 0.97, 0.985, 0.995):
+        chosen, _ = select(decoded, peaks, mapper._reflection_tables(), table, beam_energy_kev=energy,
+                           libraries=mapper._pair_libraries(), ambiguity_ratio=ratio)
+        answer = disorientation_deg(chosen.rotation, truth, phase, groups) < 5
+        alternative = disorientation_deg(chosen.alternative, truth, phase, groups) < 5
+        flagged = chosen.ambiguous
+        print(f"4. ambiguity_ratio {ratio}: flagged {100 * flagged.mean():.1f} %, within 5° {100 * answer.mean():.1f} % "
+              f"strict, {100 * (answer | (flagged & alternative)).mean():.1f} % counting flags; among flagged the "
+              f"answer is right for {100 * answer[flagged].mean():.1f} %, the alternative for "
+              f"{100 * alternative[flagged].mean():.1f} %")
 
 
 if __name__ == "__main__":
