@@ -7,6 +7,7 @@ dask data (once per chunk of whole patterns, via ``map_blocks``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,7 +22,13 @@ Kernel = Callable[[np.ndarray], np.ndarray]
 
 
 def map_patterns(
-    data: xr.DataArray, kernel: Kernel, *, out_shape: tuple[int, ...], dtype: Any, workers: int = 1
+    data: xr.DataArray,
+    kernel: Kernel,
+    *,
+    out_shape: tuple[int, ...],
+    dtype: Any,
+    workers: int = 1,
+    block_patterns: int | None = None,
 ) -> Any:
     """Apply ``kernel`` to every pattern of ``data``; return a numpy or dask array ``(n_y, n_x, *out_shape)``.
 
@@ -36,8 +43,13 @@ def map_patterns(
     dtype
         Output dtype.
     workers
-        For numpy data: how many batches to run at once in threads (the kernel must release
+        For numpy data: how many blocks to run at once in threads (the kernel must release
         the GIL for this to help, and be thread-safe). Dask data use dask's scheduler.
+    block_patterns
+        For numpy data: about how many patterns each call of ``kernel`` gets (whole rows of the
+        scan, or parts of one row). The blocks then do not depend on ``workers``, so a kernel
+        whose arithmetic depends on the batch gives the same numbers with any number of
+        workers. Default: rows adding up to about 16 MiB, at least one block per worker.
     """
     array = data.data
     if isinstance(array, da.Array):
@@ -52,20 +64,85 @@ def map_patterns(
             meta=np.empty((0,) * (2 + len(out_shape)), dtype=dtype),
         )
     n_y, n_x = array.shape[:2]
-    rows_per_batch = max(1, BATCH_BYTES // max(1, array[0].nbytes * 4))
-    if workers > 1:  # at least one batch per worker
-        rows_per_batch = max(1, min(rows_per_batch, -(-n_y // workers)))
+    if block_patterns is not None:
+        blocks = _pattern_blocks(n_y, n_x, block_patterns)
+    else:
+        rows_per_batch = max(1, BATCH_BYTES // max(1, array[0].nbytes * 4))
+        if workers > 1:  # at least one batch per worker
+            rows_per_batch = max(1, min(rows_per_batch, -(-n_y // workers)))
+        blocks = [(slice(start, min(n_y, start + rows_per_batch)), slice(None)) for start in range(0, n_y, rows_per_batch)]
     out = np.empty((n_y, n_x, *out_shape), dtype=dtype)
 
-    def run(start: int) -> None:
-        stop = min(n_y, start + rows_per_batch)
-        out[start:stop] = kernel(np.asarray(array[start:stop]))
+    def run(block: tuple[slice, slice]) -> None:
+        out[block] = kernel(np.asarray(array[block]))
 
-    starts = range(0, n_y, rows_per_batch)
-    if workers > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
-            list(pool.map(run, starts))
-    else:
-        for start in starts:
-            run(start)
+    _run_blocks(run, blocks, workers)
     return out
+
+
+def _pattern_blocks(n_y: int, n_x: int, size: int) -> list[tuple[slice, slice]]:
+    """Blocks of about ``size`` patterns: whole rows where a row holds fewer, else even parts of each row."""
+    size = max(1, int(size))
+    if n_x >= size:
+        edges = np.linspace(0, n_x, -(-n_x // size) + 1).astype(int)
+        return [(slice(y, y + 1), slice(int(a), int(b))) for y in range(n_y) for a, b in zip(edges[:-1], edges[1:])]
+    rows = max(1, size // max(1, n_x))
+    return [(slice(y, min(n_y, y + rows)), slice(None)) for y in range(0, n_y, rows)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_IN_POOL = threading.local()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least ``threads`` threads, kept between calls (no start-up per call)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            old, _POOL = _POOL, ThreadPoolExecutor(threads, thread_name_prefix="stemkit-patterns", initializer=_mark_pool_thread)
+            if old is not None:
+                old.shutdown(wait=False)
+        return _POOL
+
+
+def _mark_pool_thread() -> None:
+    _IN_POOL.active = True
+
+
+def _run_blocks(run: Callable[[Any], None], blocks: list, workers: int) -> None:
+    """``run`` every block, in ``workers`` threads at once: this one and ``workers − 1`` of the pool.
+
+    Each thread takes the next block as it finishes one, so a thread slowed by other work on
+    the machine takes fewer, and this thread does not wait for pool threads that have not
+    started (busy with another call's blocks). Called from a pool thread (a kernel mapping
+    patterns itself), the blocks run here, one after the other, so the pool cannot wait on itself.
+    """
+    workers = min(int(workers), len(blocks))
+    if workers <= 1 or getattr(_IN_POOL, "active", False):
+        for block in blocks:
+            run(block)
+        return
+    pending = iter(blocks)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def drain() -> None:
+        while not failed.is_set():
+            with lock:
+                block = next(pending, None)
+            if block is None:
+                return
+            try:
+                run(block)
+            except BaseException:
+                failed.set()
+                raise
+
+    futures = [_pool(workers - 1).submit(drain) for _ in range(workers - 1)]
+    try:
+        drain()
+    finally:
+        for future in futures:
+            if not future.cancel():  # one still queued (the pool busy with other calls) has nothing left to do
+                future.result()
