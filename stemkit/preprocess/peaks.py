@@ -30,6 +30,9 @@ whole bright disk).
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import Literal
 
 import numpy as np
@@ -44,7 +47,9 @@ from stemkit.preprocess.kernels import map_patterns
 from stemkit.preprocess.subpixel import TemplateFit
 
 FIELDS = ("ky", "kx", "intensity", "significance")
-BATCH_ELEMENTS = 2**23
+BATCH_ELEMENTS = 2**23  # pixels per batch on a GPU, and per dask chunk's batch
+CPU_BLOCK_ELEMENTS = 2**21  # pixels per batch on the CPU (128 patterns of 128 × 128): the temporaries stay in cache
+FINDER_CACHE = 8  # finders (template, filters, fit bank) kept for calls with the same probe and parameters
 REFINE_ITERATIONS = 4
 SCREEN_FRACTION = 0.6
 MIN_FIT_RADIUS_PX = 2.5
@@ -107,21 +112,21 @@ def find_peaks(
         raise ValueError(f"noise must be 'poisson' or 'uniform'; got {noise!r}")
     if not (isinstance(max_peaks, int) and max_peaks > 0):
         raise ValueError(f"max_peaks must be a positive integer; got {max_peaks!r}")
-    step = float(data.stem.k_step[1])
-    reference, radius = probe_reference(data, probe, radius)
+    k_step = data.stem.k_step
+    step = float(k_step[1])
+    reference = reference_image(data, probe)
+    digest = _digest(reference)
+    if radius is None:
+        radius = _cached(("radius", digest), lambda: radius_px_of(reference)) * step
     radius_px = radius / step
     spacing_px = (min_spacing / step) if min_spacing is not None else 2 * radius_px
-    template = probe_template(reference, radius_px)
-    template = np.clip(template, 0, None)
-    if template.sum() <= 0:
-        raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
-    beam = None if positions is not None else _BeamFinder(reference, radius_px)
-    finder = _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
+    settings = (radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, positions is None)
+    finder = _cached(("finder", digest, *settings, str(torch.device(device))), lambda: _make_finder(reference, *settings))
     raw = _run(data, finder, max_peaks)
     if positions is None:
         positions = positions_dataset(data, raw[:, :, max_peaks, :2].astype(np.float64), method="com", radius_px=radius_px)
     attrs = locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius)
-    return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs)
+    return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs, k_step)
 
 
 def probe_reference(data: xr.DataArray, probe=None, radius: float | None = None) -> tuple[np.ndarray, float]:
@@ -134,23 +139,66 @@ def probe_reference(data: xr.DataArray, probe=None, radius: float | None = None)
     return reference, radius
 
 
+def _make_finder(reference, radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, with_beam) -> "_PeakFinder":
+    """The peak finder (and beam finder) for a probe image and the parameters of :func:`find_peaks`."""
+    template = np.clip(probe_template(reference, radius_px), 0, None)
+    if template.sum() <= 0:
+        raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
+    beam = _BeamFinder(reference, radius_px) if with_beam else None
+    return _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _digest(image: np.ndarray) -> bytes:
+    """A fingerprint of an image's values and shape."""
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    return hashlib.blake2b(image.view(np.uint8), digest_size=16, person=str(image.shape).encode()[:16]).digest()
+
+
+def _cached(key: tuple, make):
+    """``make()``, kept for later calls with the same ``key`` (the last :data:`FINDER_CACHE` finders).
+
+    Building a finder (template, screen filters, the fit's bank and its principal
+    components) takes several milliseconds, serial work that repeated calls (blocks of a
+    scan, benchmarks, dashboards) need not repeat; the finder holds no state between batches.
+    """
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = make()
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > 2 * FINDER_CACHE:
+            _CACHE.popitem(last=False)
+    return value
+
+
 def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarray:
     """The finder over every pattern: ``(n_y, n_x, max_peaks + 1, fields)``.
 
-    On the CPU with numpy data and more than one torch thread, batches run in as many
-    Python threads, each with single-threaded torch operations: the many small operations
-    of the finder scale better that way than with intra-op threads, and no thread spins
-    at a barrier waiting for a core that another job is using.
+    On the CPU with numpy data, blocks of :data:`CPU_BLOCK_ELEMENTS` pixels (whole patterns)
+    run in as many Python threads as ``torch.get_num_threads()`` (this one and the rest from
+    a pool kept between calls), each with single-threaded torch operations: the many small
+    operations of the finder scale better that way than with intra-op threads, and no
+    thread spins at a barrier waiting for a core that another job is using. The blocks do
+    not depend on the number of threads, so neither do the results.
     """
     shape = (max_peaks + 1, len(FIELDS))
-    threads = torch.get_num_threads()
-    if finder.device.type != "cpu" or threads == 1 or not isinstance(data.data, np.ndarray):
+    if finder.device.type != "cpu" or not isinstance(data.data, np.ndarray):
         return np.asarray(map_patterns(data, finder, out_shape=shape, dtype=np.float32))
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    block = max(1, CPU_BLOCK_ELEMENTS // (finder.shape[0] * finder.shape[1]))
+    if threads > 1:
+        torch.set_num_threads(1)
     try:
-        return map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads)
+        return map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads, block_patterns=block)
     finally:
-        torch.set_num_threads(threads)
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def locals_for_attrs(threshold, min_spacing, max_peaks, subpixel, noise, radius) -> dict:
@@ -166,9 +214,9 @@ def locals_for_attrs(threshold, min_spacing, max_peaks, subpixel, noise, radius)
     }
 
 
-def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, attrs: dict) -> xr.Dataset:
+def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, attrs: dict, k_step) -> xr.Dataset:
     oy, ox = (float(data[d].values[0]) for d in ("ky", "kx"))
-    sy, sx = data.stem.k_step
+    sy, sx = k_step
     beam_ky = positions["beam_ky"].values[..., None]
     beam_kx = positions["beam_kx"].values[..., None]
     ky = oy + raw[..., 0] * sy - beam_ky
@@ -500,7 +548,8 @@ class _PeakFinder:
         lead = block.shape[:2]
         patterns = np.asarray(block, dtype=np.float32).reshape(-1, *self.shape)
         out = np.full((patterns.shape[0], self.max_peaks + 1, len(FIELDS)), np.nan, dtype=np.float32)
-        batch = max(1, BATCH_ELEMENTS // (self.shape[0] * self.shape[1]))
+        elements = CPU_BLOCK_ELEMENTS if self.device.type == "cpu" else BATCH_ELEMENTS
+        batch = max(1, elements // (self.shape[0] * self.shape[1]))
         for start in range(0, patterns.shape[0], batch):
             out[start : start + batch] = self._batch(patterns[start : start + batch])
         return out.reshape(*lead, self.max_peaks + 1, len(FIELDS))
