@@ -258,9 +258,13 @@ def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.T
     if z.device.type == "cpu":  # numpy's nonzero and fancy indexing are several times faster here
         flat = z.numpy().reshape(-1)
         index = np.flatnonzero(above.numpy())
-        for offsets in (row_offsets, other_offsets):
-            index = index[(flat[index][:, None] >= flat[index[:, None] + np.array(offsets)]).all(axis=1)]
-        return torch.from_numpy(index)
+        value = flat[index]
+        keep = (value >= flat[index + row_offsets[0]]) & (value >= flat[index + row_offsets[1]])
+        index, value = index[keep], value[keep]
+        keep = value >= flat[index + other_offsets[0]]
+        for offset in other_offsets[1:]:
+            keep &= value >= flat[index + offset]
+        return torch.from_numpy(index[keep])
     flat = z.reshape(-1)
     index = torch.nonzero(above.reshape(-1)).squeeze(1)
     for offsets in (row_offsets, other_offsets):
@@ -306,6 +310,19 @@ def _bin(x: torch.Tensor, factor: int) -> torch.Tensor:
     for j in range(1, factor):
         summed = summed + out[..., j::factor]
     return summed
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether every value is finite (numpy's test is several times faster on the CPU)."""
+    if x.device.type == "cpu":
+        return bool(np.isfinite(x.numpy()).all())
+    return bool(torch.isfinite(x).all())
+
+
+def _edges_finite(x: torch.Tensor, factor: int) -> bool:
+    """Whether the rows and columns that :func:`_bin` drops (a ragged last block) are all finite."""
+    rows, cols = (x.shape[1] // factor) * factor, (x.shape[2] // factor) * factor
+    return (rows == x.shape[1] or _all_finite(x[:, rows:])) and (cols == x.shape[2] or _all_finite(x[:, :, cols:]))
 
 
 def _binned_template(template: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
@@ -556,11 +573,16 @@ class _PeakFinder:
 
     @torch.no_grad()
     def _batch(self, patterns: np.ndarray) -> np.ndarray:
-        if not np.isfinite(patterns).all():
-            patterns = np.nan_to_num(patterns, nan=0.0, posinf=0.0, neginf=0.0)
         x = torch.as_tensor(patterns, device=self.device)
+        binned = _bin(x, self.screen.factor)
+        # a NaN or infinity in a pattern makes its bin's sum one too: check the 4× smaller binned stack
+        # (the few pixels of a ragged edge that binning drops are checked on their own)
+        if not (_all_finite(binned) and _edges_finite(x, self.screen.factor)):
+            patterns = np.nan_to_num(patterns, nan=0.0, posinf=0.0, neginf=0.0)
+            x = torch.as_tensor(patterns, device=self.device)
+            binned = _bin(x, self.screen.factor)
         threshold = SCREEN_FRACTION * self.threshold
-        (starts, screen_score), spread = self.screen(_bin(x, self.screen.factor), threshold, 2 * self.max_peaks)
+        (starts, screen_score), spread = self.screen(binned, threshold, 2 * self.max_peaks)
         result = torch.full((x.shape[0], self.max_peaks + 1, len(FIELDS)), float("nan"))
         b, slot = torch.isfinite(screen_score).nonzero(as_tuple=True)
         if b.numel():
@@ -699,13 +721,18 @@ def _snap_to_beam(centres: torch.Tensor, beam: torch.Tensor, tolerance: float) -
 def _windowed_centroid(excess, offsets, radius_px: float, iterations: int = REFINE_ITERATIONS):
     """The fixed point of a Gaussian-windowed centre of mass of the excess (``subpixel="com"``).
 
-    ``excess`` holds square windows (rows, then columns, as ``offsets``). The Gaussian weight
-    is separable, so each iteration is two batched matrix-vector products with the windows.
+    ``excess`` holds square windows (rows, then columns, as ``offsets``), of which only the
+    square around the disk of radius ``radius_px + 2`` px carries weight: the sums run over
+    that square. The Gaussian weight is separable, so each iteration is two batched
+    matrix-vector products with the windows.
     """
     dy, dx = offsets[:, 0].float(), offsets[:, 1].float()
     size = int(round(np.sqrt(excess.shape[1])))
-    steps = dx[:size]
-    windows = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0).reshape(-1, size, size)
+    half, reach = size // 2, min(size // 2, int(np.floor(radius_px + 2.0)))
+    inner = slice(half - reach, half + reach + 1)
+    steps = dx[:size][inner]
+    windows = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0).reshape(-1, size, size)[:, inner, inner]
+    windows = windows.contiguous()
     offset = torch.zeros((excess.shape[0], 2), device=excess.device)
     sigma2 = (1.2 * radius_px + 0.5) ** 2
     for _ in range(iterations):
