@@ -40,7 +40,7 @@ class Method:
 
     label: str
     scores: Scores
-    rate: float  # patterns per second, best run of the fastest variant
+    rate: float  # patterns per second: the fastest variant's best measurement (timing.py)
     variant: str
     rates: dict[str, float]  # every variant's best rate
 

@@ -5,15 +5,18 @@ Runs in the py4DSTEM venv (``.peers/py4dstem``, made by ``setup_py4dstem.sh``). 
 py4DSTEM tutorials make it (``Probe.get_kernel(mode="sigmoid", radii=(a r, b r))`` around the
 probe centre from ``get_probe_size``); the patterns become a ``DataCube`` and
 ``find_Bragg_disks`` runs on it with the family's parameters from ``tune_py4dstem.py``
-(``results/py4dstem_params.json``), timed by the wall clock (best of ``--repeat`` runs
-after a warm-up on 4 patterns). With ``--workers 2`` the scan is split in halves run by
-two worker processes (started and warmed up before the clock starts), which is how a
+(``results/py4dstem_params.json``), timed by the wall clock after a warm-up on 4 patterns,
+by the rule of ``timing.py`` (the same as stemkit's): ``--repeat`` measurements, each
+repeating whole runs on the stack for at least ``--min-time`` seconds; the figure is the
+best measurement's mean time per run. With ``--workers 2`` the scan is split in halves run
+by two worker processes (started and warmed up before the clock starts), which is how a
 single-threaded finder uses both cores of the machine. ``--oracle`` uses each file's own
 best threshold instead of the family's.
 
 py4DSTEM's ``qx`` is the first array axis (detector rows), so ``row = qx``, ``col = qy``.
 Writes ``results/py4dstem-<subpixel>[-oracle]-w<workers>-blas<OPENBLAS_NUM_THREADS>_<name>.npz``
-with ``row``, ``col``, ``intensity`` (NaN-padded), ``seconds`` and the parameters.
+with ``row``, ``col``, ``intensity`` (NaN-padded), ``seconds`` (mean seconds per run of each
+measurement), ``runs`` (runs per measurement) and the parameters.
 
 Run: ``OPENBLAS_NUM_THREADS=1 .peers/py4dstem/bin/python benchmarks/find_peaks/run_py4dstem.py --subpixel poly``
 """
@@ -24,14 +27,17 @@ import argparse
 import json
 import multiprocessing
 import os
-import time
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import numpy as np  # noqa: E402
 import py4DSTEM  # noqa: E402
+import timing  # noqa: E402
 from py4DSTEM.process.calibration import get_probe_size  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -118,26 +124,19 @@ def _worker_find(bounds: tuple[int, int]) -> np.ndarray:
     return find(_WORKER["patterns"][bounds[0] : bounds[1]], _WORKER["kernel"], _WORKER["kwargs"])
 
 
-def timed_runs(patterns, kernel, kwargs, workers: int, repeat: int) -> tuple[np.ndarray, list[float]]:
-    """Run ``repeat`` times (after a warm-up) in this process or in a pool; results of the last run and all times."""
-    seconds = []
+def timed_runs(patterns, kernel, kwargs, workers: int, repeat: int, min_time: float):
+    """Time runs (after a warm-up) in this process or in a pool by the rule of ``timing.py``;
+    the results of the last run, the mean seconds per run of each measurement, the runs in each."""
     if workers == 1:
         find(patterns[:4], kernel, kwargs)  # warm-up
-        for _ in range(repeat):
-            start = time.perf_counter()
-            result = find(patterns, kernel, kwargs)
-            seconds.append(time.perf_counter() - start)
-        return result, seconds
+        return timing.measure(lambda: find(patterns, kernel, kwargs), repeat, min_time)
     n = patterns.shape[0]
     edges = np.linspace(0, n, workers + 1).astype(int)
     chunks = list(zip(edges[:-1], edges[1:]))
     with multiprocessing.get_context("fork").Pool(workers, _worker_init, (patterns, kernel, kwargs)) as pool:
         pool.map(_worker_find, [(0, 4)] * workers)  # every worker started and warm
-        for _ in range(repeat):
-            start = time.perf_counter()
-            parts = pool.map(_worker_find, chunks)
-            seconds.append(time.perf_counter() - start)
-    return np.concatenate(parts), seconds
+        parts, seconds, runs = timing.measure(lambda: pool.map(_worker_find, chunks), repeat, min_time)
+    return np.concatenate(parts), seconds, runs
 
 
 def run_file(path: Path, out: Path, args: argparse.Namespace, params: dict) -> Path:
@@ -149,7 +148,7 @@ def run_file(path: Path, out: Path, args: argparse.Namespace, params: dict) -> P
     params = load_params(args.params_file, family, path.stem, args.oracle) | params
     kernel, radius = make_kernel(probe, params)
     kwargs = finder_kwargs(params, radius, args.subpixel, args.upsample)
-    result, seconds = timed_runs(patterns, kernel, kwargs, args.workers, args.repeat)
+    result, seconds, runs = timed_runs(patterns, kernel, kwargs, args.workers, args.repeat, args.min_time)
     n = patterns.shape[0]
     blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     label = f"py4dstem-{args.subpixel}{'-oracle' if args.oracle else ''}-w{args.workers}-blas{blas}{args.tag}"
@@ -158,9 +157,8 @@ def run_file(path: Path, out: Path, args: argparse.Namespace, params: dict) -> P
               "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
               "kernel": params.get("kernel_radii") or "flat", "threshold_type": params["threshold_type"]} | kwargs
     np.savez(target, row=result[..., 0], col=result[..., 1], intensity=result[..., 2], seconds=np.array(seconds),
-             n_patterns=n, params=json.dumps(record))
-    print(f"{label} {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
-          f"runs {', '.join(f'{s:.3f}' for s in seconds)} s; {np.isfinite(result[..., 0]).sum() / n:.1f} peaks/pattern",
+             runs=np.array(runs), n_patterns=n, params=json.dumps(record))
+    print(f"{label} {path.stem}: {timing.describe(n, seconds, runs)}; {np.isfinite(result[..., 0]).sum() / n:.1f} peaks/pattern",
           flush=True)
     return target
 
@@ -173,7 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--subpixel", choices=("pixel", "poly", "multicorr"), default="poly")
     parser.add_argument("--upsample", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=timing.REPEAT, help="measurements per data file")
+    parser.add_argument("--min-time", type=float, default=timing.MIN_TIME, help="seconds of whole runs per measurement")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N patterns")
     parser.add_argument("--only", default="", help="substring of the file names to run")
     parser.add_argument("--params-file", type=Path, default=PARAMS_FILE, help="written by tune_py4dstem.py")

@@ -1,10 +1,12 @@
 """Find the Bragg peaks of the benchmark patterns with stemkit (issue 4); save them in absolute pixels.
 
 Runs ``stemkit.preprocess.find_peaks`` with the vacuum probe on every ``*.npz`` written by
-``make_data.py``, timed (wall clock, best of ``--repeat`` runs after a warm-up), and
-writes ``results/stemkit-t<threads>_<name>.npz``: ``row``, ``col`` (absolute detector pixels,
-NaN-padded), ``intensity``, ``significance``, ``seconds`` (every timed run),
-``n_patterns`` and the parameters.
+``make_data.py``, timed by the wall clock after a warm-up, by the rule of ``timing.py`` (the
+same as py4DSTEM's): ``--repeat`` measurements, each repeating whole runs on the stack for at
+least ``--min-time`` seconds; the figure is the best measurement's mean time per run. Writes
+``results/stemkit-t<threads>_<name>.npz``: ``row``, ``col`` (absolute detector pixels,
+NaN-padded), ``intensity``, ``significance``, ``seconds`` (mean seconds per run of each
+measurement), ``runs`` (runs per measurement), ``n_patterns`` and the parameters.
 
 Run: ``.venv/bin/python benchmarks/find_peaks/run_stemkit.py [--data DIR] [--out DIR]``
 """
@@ -16,14 +18,15 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import stemkit  # noqa: E402
+import timing  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
@@ -61,33 +64,29 @@ def code_version() -> str:
     return f"{commit}{' + uncommitted stemkit/preprocess changes' if dirty else ''}, peaks.py sha256 {digest}"
 
 
-def run_file(path: Path, out: Path, repeat: int) -> None:
-    """Warm up, time ``repeat`` runs on the whole stack, save the peaks of the last."""
+def run_file(path: Path, out: Path, repeat: int, min_time: float) -> None:
+    """Warm up, time ``repeat`` measurements of at least ``min_time`` s on the whole stack, save the peaks of the last run."""
     with np.load(path) as f:
         patterns, probe = f["patterns"], f["probe"]
         k_step, origin = float(f["k_step"]), (float(f["origin_row"]), float(f["origin_col"]))
     data = as_datacube(patterns, k_step)
     find_peaks(data.isel(scan_y=slice(0, 2)), probe=probe, **PARAMS)  # warm-up
-    seconds = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        peaks = find_peaks(data, probe=probe, **PARAMS)
-        seconds.append(time.perf_counter() - start)
+    peaks, seconds, runs = timing.measure(lambda: find_peaks(data, probe=probe, **PARAMS), repeat, min_time)
     row, col = to_pixels(peaks, k_step, origin)
     n = patterns.shape[0]
     label = f"stemkit-t{torch.get_num_threads()}"
     np.savez(out / f"{label}_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
-             significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), n_patterns=n,
+             significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), runs=np.array(runs), n_patterns=n,
              params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads(), "code": code_version()}))
-    print(f"{label} {path.stem}: {n} patterns, best {min(seconds):.3f} s ({n / min(seconds):.0f} patterns/s), "
-          f"runs {', '.join(f'{s:.3f}' for s in seconds)} s; {np.isfinite(row).sum() / n:.1f} peaks/pattern")
+    print(f"{label} {path.stem}: {timing.describe(n, seconds, runs)}; {np.isfinite(row).sum() / n:.1f} peaks/pattern", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE / "data")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=timing.REPEAT, help="measurements per data file")
+    parser.add_argument("--min-time", type=float, default=timing.MIN_TIME, help="seconds of whole runs per measurement")
     parser.add_argument("--only", default="", help="substring of the file names to run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     args = parser.parse_args()
@@ -98,7 +97,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; code {code_version()}")
     for path in sorted(args.data.glob("*.npz")):
         if args.only in path.name:
-            run_file(path, args.out, args.repeat)
+            run_file(path, args.out, args.repeat, args.min_time)
 
 
 if __name__ == "__main__":
