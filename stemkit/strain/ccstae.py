@@ -18,9 +18,10 @@ tuned by hand and a CPU suffices:
   unblurred data; the other bases are registered onto the dominant one, so all warps
   share one frame.
 - **transform** runs the encoder (on blurred patterns, as in training) for the starting
-  warp and base, then refines each warp by Gauss-Newton on the same cycle loss against the
-  fixed base, coarse to fine (:func:`stemkit.strain.warp.refine`): the network gives the
-  basin, the smooth warp the sub-pixel precision. The last level compares the sharp pattern
+  warp and base, then refines each warp by Gauss-Newton on the backward term of the same
+  cycle loss (the fixed base, upsampled, warped onto the pattern), coarse to fine
+  (:func:`stemkit.strain.warp.refine`): the network gives the basin, the smooth warp the
+  sub-pixel precision. The last level compares the sharp pattern
   with the sharp base: the Poisson noise of a square-rooted pattern is nearly white, so
   the least-squares match of the unblurred pattern with a smooth template is the efficient
   one, while blurring the pattern as well (as before) weighted its noise twice — on the
