@@ -556,10 +556,19 @@ class _PeakFinder:
         as_tensor = lambda a, **kw: torch.as_tensor(a, device=self.device, **kw)  # noqa: E731
         self.plane_pinv = as_tensor(pinv, dtype=torch.float32)  # (3, K): the annulus plane's coefficients
         self.design = as_tensor(design, dtype=torch.float32)  # (K, 3)
-        self.offsets = as_tensor(np.stack([dy, dx], axis=1))
         disk = np.flatnonzero(distance <= self.radius_px + 1.0)
         self.disk = as_tensor(disk)
         self.disk_offsets = as_tensor(np.stack([dy[disk], dx[disk]], axis=1))
+        # the centroid (subpixel="com") weighs only pixels within radius + 2 px, and the intensity's disk
+        # (radius + 1 px, moved by at most one pixel) lies within the same square: the excess is needed there only
+        reach = min(self.half, int(np.floor(self.radius_px + 2.0)))
+        inner = np.flatnonzero((np.abs(dy) <= reach) & (np.abs(dx) <= reach))
+        self.inner = as_tensor(inner)
+        self.inner_size = 2 * reach + 1
+        self.inner_design = as_tensor(design[inner], dtype=torch.float32)  # (J, 3)
+        self.inner_steps = as_tensor(np.arange(-reach, reach + 1), dtype=torch.float32)
+        self.inner_weighted = as_tensor(distance[inner] <= self.radius_px + 2.0)
+        self.inner_disk = as_tensor((dy[disk] + reach) * self.inner_size + dx[disk] + reach)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         lead = block.shape[:2]
@@ -635,8 +644,8 @@ class _PeakFinder:
         components = components - plane @ self.fitter.design_basis
         excess = None
         if self.subpixel == "com":
-            excess = values - plane @ self.design.T
-            offset = _windowed_centroid(excess, self.offsets, self.radius_px)
+            excess = values[:, self.inner] - plane @ self.inner_design.T  # (m, J): the square that matters
+            offset = _windowed_centroid(excess, self.inner_steps, self.inner_weighted, self.radius_px)
             _, weighted, _ = self.fitter.fit_components(components, integer=True)
             again = torch.zeros(len(values), dtype=torch.bool, device=values.device)
         else:
@@ -648,10 +657,10 @@ class _PeakFinder:
 
     def _intensity(self, values, excess, plane, pixel):
         """Excess over the plane summed over the disk (radius + 1 px) around the window pixel ``pixel``."""
+        if excess is not None:  # over the inner square (see _window_stencils)
+            return excess.gather(1, self.inner_disk[None] + (pixel[:, :1] * self.inner_size + pixel[:, 1:])).sum(-1)
         size = 2 * self.half + 1
         index = self.disk[None] + (pixel[:, :1] * size + pixel[:, 1:])
-        if excess is not None:
-            return excess.gather(1, index).sum(-1)
         # the disk is symmetric about its pixel, so the plane sums to n · plane(pixel) over it
         under = plane[:, 0] + (plane[:, 1:] * pixel.float()).sum(-1)
         return values.gather(1, index).sum(-1) - len(self.disk) * under
@@ -718,21 +727,16 @@ def _snap_to_beam(centres: torch.Tensor, beam: torch.Tensor, tolerance: float) -
     centres[rows[hit], nearest[hit]] = beam[hit]
 
 
-def _windowed_centroid(excess, offsets, radius_px: float, iterations: int = REFINE_ITERATIONS):
+def _windowed_centroid(excess, steps, weighted, radius_px: float, iterations: int = REFINE_ITERATIONS):
     """The fixed point of a Gaussian-windowed centre of mass of the excess (``subpixel="com"``).
 
-    ``excess`` holds square windows (rows, then columns, as ``offsets``), of which only the
-    square around the disk of radius ``radius_px + 2`` px carries weight: the sums run over
-    that square. The Gaussian weight is separable, so each iteration is two batched
-    matrix-vector products with the windows.
+    ``excess`` holds square windows (rows, then columns) whose pixels lie ``steps`` px from
+    the centre pixel along each axis; only the pixels where ``weighted`` is true (within
+    ``radius_px + 2`` px of it) count. The Gaussian weight is separable, so each iteration is
+    two batched matrix-vector products with the windows.
     """
-    dy, dx = offsets[:, 0].float(), offsets[:, 1].float()
-    size = int(round(np.sqrt(excess.shape[1])))
-    half, reach = size // 2, min(size // 2, int(np.floor(radius_px + 2.0)))
-    inner = slice(half - reach, half + reach + 1)
-    steps = dx[:size][inner]
-    windows = torch.where(dy**2 + dx**2 <= (radius_px + 2.0) ** 2, excess, 0.0).reshape(-1, size, size)[:, inner, inner]
-    windows = windows.contiguous()
+    size = len(steps)
+    windows = torch.where(weighted, excess, 0.0).reshape(-1, size, size)
     offset = torch.zeros((excess.shape[0], 2), device=excess.device)
     sigma2 = (1.2 * radius_px + 0.5) ** 2
     for _ in range(iterations):
