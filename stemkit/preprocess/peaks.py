@@ -50,6 +50,7 @@ FIELDS = ("ky", "kx", "intensity", "significance")
 BATCH_ELEMENTS = 2**23  # pixels per batch on a GPU, and per dask chunk's batch
 CPU_BLOCK_ELEMENTS = 2**21  # pixels per batch on the CPU (128 patterns of 128 × 128): the temporaries stay in cache
 FINDER_CACHE = 8  # finders (template, filters, fit bank) kept for calls with the same probe and parameters
+SETTLE_BYTES = 16 * 2**20  # see _settle_allocator
 REFINE_ITERATIONS = 4
 SCREEN_FRACTION = 0.6
 MIN_FIT_RADIUS_PX = 2.5
@@ -190,6 +191,7 @@ def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarra
     shape = (max_peaks + 1, len(FIELDS))
     if finder.device.type != "cpu" or not isinstance(data.data, np.ndarray):
         return np.asarray(map_patterns(data, finder, out_shape=shape, dtype=np.float32))
+    _settle_allocator()
     threads = torch.get_num_threads()
     block = max(1, CPU_BLOCK_ELEMENTS // (finder.shape[0] * finder.shape[1]))
     if threads > 1:
@@ -199,6 +201,30 @@ def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarra
     finally:
         if threads > 1:
             torch.set_num_threads(threads)
+
+
+_SETTLED = False
+
+
+def _settle_allocator() -> None:
+    """Once per process: let glibc's malloc recycle the finder's per-batch temporaries.
+
+    glibc serves blocks above a threshold (128 KiB at first) with mmap, and gives a free top
+    of the heap above twice that threshold back to the kernel; freeing an mmap'ed block
+    raises the threshold to that block's size (up to 32 MiB). The finder's largest temporary
+    (4 MiB for 128 patterns of 128 × 128) set it to 4 MiB, so the ~20 MB that a batch
+    allocates went back to the kernel after every batch and were faulted in again for the
+    next: ~20 000 page faults and 20-50 ms of system time per 1024 patterns, the faults of
+    two threads contending in the kernel. Allocating and freeing one 16 MiB block raises the
+    threshold to 16 MiB (heap tops up to 32 MiB are kept). Where the thresholds were set
+    explicitly (``mallopt``, ``MALLOC_MMAP_THRESHOLD_``), glibc keeps them and this does nothing;
+    other allocators just allocate and free the block.
+    """
+    global _SETTLED
+    if not _SETTLED:
+        _SETTLED = True
+        block = torch.empty(SETTLE_BYTES, dtype=torch.uint8)
+        del block
 
 
 def locals_for_attrs(threshold, min_spacing, max_peaks, subpixel, noise, radius) -> dict:
