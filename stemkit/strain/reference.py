@@ -4,11 +4,16 @@ Strain is always relative to some lattice. stemkit's rule (``reference="auto"``)
 
 1. the *dominant group* is the most common base (CC-ST-AE) or lattice (lattice fit)
    among patterns with a measurement;
-2. every window of ``w × w`` probe positions (``w`` = an eighth of the shorter scan side,
+2. every window of ``w × w`` probe positions (``w`` = a quarter of the shorter scan side,
    at least 3 and at most 16) made only of such patterns is scored by the summed local
    variance of the four components of its deformation gradients;
 3. the reference is the window of least variance — the most uniform region of the
    dominant group — and its lattice is the component-wise median ``F`` there.
+
+The reference's own noise is an offset on every pixel of the map, so the window is large:
+on the 70 %-background film of ``benchmarks/strain`` (64 × 64 scan) the MAE of exx over
+every possible 8 × 8 reference window ranged up to 0.00095, over 16 × 16 windows up to
+0.00082, for a per-pattern MAE of 0.00072 (an eighth of the side was the rule before).
 
 Given a boolean map instead, the median over the ``True`` positions is the reference.
 Before the median, every ``F`` is brought onto one symmetry branch
@@ -32,7 +37,7 @@ MIN_WINDOW, MAX_WINDOW = 3, 16
 
 def reference_window(scan_shape: tuple[int, int]) -> int:
     """Side ``w`` of the automatic reference window for a scan of ``scan_shape``."""
-    return int(np.clip(round(min(scan_shape) / 8), MIN_WINDOW, MAX_WINDOW))
+    return int(np.clip(round(min(scan_shape) / 4), MIN_WINDOW, MAX_WINDOW))
 
 
 def automatic_reference(deformation: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -51,9 +51,9 @@ def test_automatic_reference_picks_the_uniform_window_of_the_dominant_group():
     f[12:20, 2:10] = np.eye(2)  # a perfectly uniform 8×8 region
     groups = np.zeros((24, 24), int)
     groups[:, 20:] = 1
-    assert reference_window((24, 24)) == 3
+    assert reference_window((24, 24)) == 6 and reference_window((8, 9)) == 3 and reference_window((200, 90)) == 16
     mask = automatic_reference(f, groups)
-    assert mask.sum() == 9 and mask[12:20, 2:10].sum() == 9
+    assert mask.sum() == 36 and mask[12:20, 2:10].sum() == 36
 
 
 def test_automatic_reference_avoids_a_minority_group():
