@@ -223,7 +223,9 @@ def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.nda
 
     Only a box around each window is read (a strided view of the zero-padded patterns, so
     pixels off the detector count as empty), and the moments come from the box's row and
-    column sums: the cost does not grow with the detector size.
+    column sums: the cost does not grow with the detector size. Written with few numpy calls
+    (no Python-level helpers inside the loop): it runs in the peak finder's threads, where
+    time spent holding the GIL is time the other threads cannot run Python.
     """
     window_radius = 1.5 * radius_px + 2.0
     half = int(np.ceil(window_radius)) + 1
@@ -231,15 +233,22 @@ def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.nda
     offsets = np.arange(-half, half + 1)
     n, n_rows, n_cols = patterns.shape
     index = np.arange(n)
+    limits = np.array([n_rows - 1, n_cols - 1])
     centre = start.copy()
     view, pad = None, 0
     for _ in range(REFINE_ITERATIONS):
-        base = np.nan_to_num(np.round(centre), nan=0).astype(int)
-        base = np.stack([base[:, 0].clip(0, n_rows - 1), base[:, 1].clip(0, n_cols - 1)], axis=1)
-        if view is None or (pad == 0 and _near_edge(base, half, n_rows, n_cols)):
-            pad = half if _near_edge(base, half, n_rows, n_cols) else 0
-            padded = np.pad(patterns, ((0, 0), (pad, pad), (pad, pad))) if pad else patterns
-            view = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+        base = np.round(centre)
+        base[np.isnan(base)] = 0
+        base = base.astype(int)
+        np.minimum(np.maximum(base, 0, out=base), limits, out=base)
+        if view is None or pad == 0:
+            near = _near_edge(base, half, n_rows, n_cols)
+            if view is None or near:
+                pad = half if near else 0
+                padded = np.pad(patterns, ((0, 0), (pad, pad), (pad, pad))) if pad else patterns
+                s0, s1, s2 = padded.strides
+                shape = (n, padded.shape[1] - size + 1, padded.shape[2] - size + 1, size, size)
+                view = np.lib.stride_tricks.as_strided(padded, shape, (s0, s1, s2, s1, s2), writeable=False)
         rows = base[:, 0, None] + offsets  # (n, size)
         cols = base[:, 1, None] + offsets
         distance2 = (rows - centre[:, 0, None])[:, :, None] ** 2 + (cols - centre[:, 1, None])[:, None, :] ** 2
@@ -247,15 +256,18 @@ def _refine(patterns: np.ndarray, start: np.ndarray, radius_px: float) -> np.nda
         weights = np.where(distance2 <= window_radius**2, box, 0.0)
         total = weights.sum(axis=(1, 2))
         ok = total > 0
-        new_rows = (weights.sum(axis=2) * rows).sum(axis=1) / np.where(ok, total, 1)
-        new_cols = (weights.sum(axis=1) * cols).sum(axis=1) / np.where(ok, total, 1)
-        centre = np.where(ok[:, None], np.stack([new_rows, new_cols], axis=1), np.nan)
+        divisor = np.where(ok, total, 1)
+        centre = np.empty((n, 2))
+        np.divide((weights.sum(axis=2) * rows).sum(axis=1), divisor, out=centre[:, 0])
+        np.divide((weights.sum(axis=1) * cols).sum(axis=1), divisor, out=centre[:, 1])
+        centre[~ok] = np.nan
     return centre
 
 
 def _near_edge(base: np.ndarray, half: int, n_rows: int, n_cols: int) -> bool:
     """Whether any box of ``half`` px around ``base`` reaches past the patterns' border."""
-    return bool((base.min() < half) or (base[:, 0].max() > n_rows - 1 - half) or (base[:, 1].max() > n_cols - 1 - half))
+    low, high = base.min(axis=0), base.max(axis=0)
+    return bool(low.min() < half or high[0] > n_rows - 1 - half or high[1] > n_cols - 1 - half)
 
 
 # -- descan fit ----------------------------------------------------------------------

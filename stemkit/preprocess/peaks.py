@@ -520,8 +520,9 @@ def _read_windows(x: torch.Tensor, b: torch.Tensor, origin: torch.Tensor, half: 
     size = 2 * half + 1
     interior = (origin.min(dim=1).values >= half) & (origin[:, 0] < rows - half) & (origin[:, 1] < cols - half)
     top = torch.stack([(origin[:, 0] - half).clamp(0, rows - size), (origin[:, 1] - half).clamp(0, cols - size)], dim=1)
-    if x.device.type == "cpu":
-        view = np.lib.stride_tricks.sliding_window_view(x.numpy(), (size, size), axis=(1, 2))
+    if x.device.type == "cpu":  # numpy's fancy indexing of the strided view (torch's as_strided makes it cheaply)
+        s0, s1, s2 = x.stride()
+        view = x.as_strided((x.shape[0], rows - size + 1, cols - size + 1, size, size), (s0, s1, s2, s1, s2)).numpy()
         values = torch.from_numpy(view[b.numpy(), top[:, 0].numpy(), top[:, 1].numpy()].reshape(len(b), -1))
     else:
         view = x.unfold(1, size, 1).unfold(2, size, 1)
