@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -109,6 +110,36 @@ OUTPUTS_WHEN_DONE = """
     cells.push(cell.model.outputs.toJSON());
   }
   return cells;
+}
+""" % NOTEBOOK_WIDGET.strip()
+
+# For a failure report: what the kernel holds once a tap went unanswered. Every comm panel opened (a JS-to-Python
+# comm that never opened drops the taps; a Python-to-JS one that never opened drops the updates) and holoviews'
+# event callbacks (one whose handler raised stays active and silently queues every later event).
+KERNEL_STATE = r"""
+import json
+import pyviz_comms
+from holoviews.plotting.bokeh.callbacks import Callback
+print(json.dumps({
+    "comms": {i: f"{type(c).__name__} {'open' if c._comm else 'NOT open'}"
+              for i, c in pyviz_comms.JupyterCommManager._comms.items()},
+    "callbacks": [[type(c).__name__, "active" if c._active else "idle", len(c._event_queue), len(c._queue)]
+                  for c in Callback._callbacks.values()],
+}))
+"""
+
+RUN_IN_KERNEL = """
+async (code) => {
+  const widget = (%s)();
+  const kernel = widget.sessionContext.session.kernel;
+  const outputs = [];
+  const future = kernel.requestExecute({code: code, store_history: false});
+  future.onIOPub = (msg) => {
+    if (msg.content.text) outputs.push(msg.content.text);
+    if (msg.content.ename) outputs.push(msg.content.ename + ': ' + msg.content.evalue);
+  };
+  await Promise.race([future.done, new Promise((resolve) => setTimeout(resolve, 20000))]);
+  return outputs.join('') || '(no answer from the kernel within 20 s)';
 }
 """ % NOTEBOOK_WIDGET.strip()
 
@@ -214,6 +245,32 @@ def scroll_to_plot(page, name: str) -> None:
     page.evaluate(f"(name) => {{ {SCROLL_TO_PLOT} }}", name)
 
 
+def keep_console(page) -> list[str]:
+    """Console warnings and errors of ``page``, and panel's messages: a Python error in a comm handler reaches
+    the page only as a console warning ("Python failed with the following traceback"), which PageLog ignores."""
+    kept = []
+    page.on("console", lambda message: (message.type in ("warning", "error") or "Python" in message.text)
+            and not message.text.startswith("[.WebGL") and kept.append(f"{message.type}: {message.text}"))
+    return kept
+
+
+def report_failure(page, log, console, log_path: Path) -> None:
+    """Keep a screenshot and the server's log (the kernel's stderr included) under ``test-artifacts/viz/``;
+    print the page's log and console and the kernel's comms and event callbacks."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if log_path.exists():
+        shutil.copy(log_path, ARTIFACTS / "jupyterlab-server.log")
+    if page is None:
+        return
+    page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"))
+    print(f"page log: {log}")
+    print("console:", *console, sep="\n  ")
+    try:
+        print("kernel:", page.evaluate(RUN_IN_KERNEL, KERNEL_STATE))
+    except Exception as error:  # the page or the kernel gone: the report must not hide the test's own error
+        print(f"kernel: not reached ({error})")
+
+
 def screenshot_output(page, index: int, name: str) -> Path:
     """Keep a screenshot of the outputs of code cell ``index`` under ``test-artifacts/viz/``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -222,9 +279,12 @@ def screenshot_output(page, index: int, name: str) -> Path:
     return path
 
 
-# Known failure, under investigation: passes alone, but in a fresh clone's full run (and in that clone afterwards,
-# until its __pycache__ folders are removed) the views render with no JS error and the tap never changes the
-# pattern. Kept out of the default run until that is understood; `make test-all` runs it.
+# Known intermittent failure, under investigation: the views render with no JS error and the first tap never changes
+# the pattern. Seen only in full runs (on 22 Nov: 1 of 5 full runs here, the first in a fresh clone; earlier, more
+# often while several clones ran at once); alone it passed 9 of 9, and the clone whose full run failed then passed
+# with its __pycache__ folders in place, so the bytecode cache is not the cause. A failure now prints the kernel's
+# comms and holoviews' event callbacks and keeps the server's log (report_failure). Kept out of the default run;
+# `make test-all` runs it.
 @pytest.mark.slow
 def test_views_run_in_jupyterlab_and_answer_taps_through_the_kernel(browser, jupyterlab):
     url, token, root = jupyterlab
@@ -233,9 +293,11 @@ def test_views_run_in_jupyterlab_and_answer_taps_through_the_kernel(browser, jup
 
     context = browser.new_context(viewport={"width": 2000, "height": 1800})
     page = log = None
+    console = []
     try:
         page = context.new_page()
         log = attach_log(context, page)
+        console = keep_console(page)
         log.allowed_origins.append(url)
         page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}")
         page.wait_for_function(KERNEL_IDLE, timeout=KERNEL_START_MS)
@@ -278,10 +340,7 @@ def test_views_run_in_jupyterlab_and_answer_taps_through_the_kernel(browser, jup
         screenshot_output(page, 2, "jupyterlab-orientation")
         log.assert_clean()
     except Exception:
-        if page is not None:  # what the page showed and logged, for the failure report
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"))
-            print(f"page log: {log}")
+        report_failure(page, log, console, root.parent / "jupyterlab.log")
         raise
     finally:
         context.close()
