@@ -48,9 +48,9 @@ from stemkit.preprocess.subpixel import TemplateFit
 
 FIELDS = ("ky", "kx", "intensity", "significance")
 BATCH_ELEMENTS = 2**23  # pixels per batch on a GPU, and per dask chunk's batch
-CPU_BLOCK_ELEMENTS = 2**21  # pixels per batch on the CPU (128 patterns of 128 × 128): the temporaries stay in cache
+CPU_BLOCK_ELEMENTS = 2**22  # pixels per batch on the CPU (256 patterns of 128 × 128; fewer GIL handoffs than 128)
 FINDER_CACHE = 8  # finders (template, filters, fit bank) kept for calls with the same probe and parameters
-SETTLE_BYTES = 16 * 2**20  # see _settle_allocator
+SETTLE_BYTES = 30 * 2**20  # see _settle_allocator
 REFINE_ITERATIONS = 4
 SCREEN_FRACTION = 0.6
 MIN_FIT_RADIUS_PX = 2.5
@@ -212,11 +212,11 @@ def _settle_allocator() -> None:
     glibc serves blocks above a threshold (128 KiB at first) with mmap, and gives a free top
     of the heap above twice that threshold back to the kernel; freeing an mmap'ed block
     raises the threshold to that block's size (up to 32 MiB). The finder's largest temporary
-    (4 MiB for 128 patterns of 128 × 128) set it to 4 MiB, so the ~20 MB that a batch
+    (8 MiB for 256 patterns of 128 × 128) set it to 8 MiB, so the tens of MB that a batch
     allocates went back to the kernel after every batch and were faulted in again for the
     next: ~20 000 page faults and 20-50 ms of system time per 1024 patterns, the faults of
-    two threads contending in the kernel. Allocating and freeing one 16 MiB block raises the
-    threshold to 16 MiB (heap tops up to 32 MiB are kept). Where the thresholds were set
+    two threads contending in the kernel. Allocating and freeing one 30 MiB block raises the
+    threshold to 30 MiB (heap tops up to 60 MiB are kept). Where the thresholds were set
     explicitly (``mallopt``, ``MALLOC_MMAP_THRESHOLD_``), glibc keeps them and this does nothing;
     other allocators just allocate and free the block.
     """
