@@ -46,7 +46,10 @@ def test_orientation_blocks_on_the_cluster_receive_the_model_once(client, specim
     eager = mapper.predict(specimen.intensity, progress=False)
     lazy = mapper.predict(specimen.intensity.chunk({"scan_y": 1}), lazy=True)  # 8 blocks of one row
     computed = lazy.compute()
-    xr.testing.assert_allclose(computed, eager, rtol=1e-4, atol=1e-5)  # float32 batch noise
+    # float32 batch noise (the model runs on other batches there); IPF colours magnify an orientation's last
+    # bits about tenfold near the triangle's corners, so they are compared to a thousandth of the colour range
+    xr.testing.assert_allclose(computed.drop_vars("ipf_rgb"), eager.drop_vars("ipf_rgb"), rtol=1e-4, atol=1e-5)
+    xr.testing.assert_allclose(computed["ipf_rgb"], eager["ipf_rgb"], rtol=0, atol=1e-3)
     xr.testing.assert_identical(computed["phase"], eager["phase"])
     # the model arrives at a worker by being computed there or fetched from another: both put it in memory
     arrivals = client.run(lambda dask_worker: sum(1 for entry in dask_worker.state.log
