@@ -17,8 +17,6 @@ evidence into ``confidence``, the probability that the answer is within 5° of t
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.orientation.simulate import Augmentation, as_crystals
 from stemkit.orientation.tokens import FEATURES, tokens_from_arrays
 from stemkit.orientation.weights import WeightsRecord, read_weights, write_weights
+from stemkit.preprocess.kernels import run_in_threads
 
 PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
 BLOCK_PATTERNS = 65_536  # patterns tokenised and run at a time (bounded memory)
@@ -328,7 +327,7 @@ class OrientationMapper:
                               ambiguity_angle=self.ambiguity_angle, libraries=libraries)
 
             parts = [slice(start, start + REFINE_BATCH) for start in range(0, len(mask), REFINE_BATCH)]
-            chosen = _in_threads(refine_part, parts)
+            chosen = run_in_threads(refine_part, parts)  # batches in parallel threads, answers as with one
             decoded = Decoded(**{name: np.concatenate([getattr(d, name) for d, _ in chosen])
                                  for name in Decoded.__dataclass_fields__})
             evidence = Evidence(**{name: np.concatenate([getattr(e, name) for _, e in chosen])
@@ -486,24 +485,6 @@ class OrientationMapper:
         state = "fitted" if getattr(self, "model_", None) is not None else "not fitted"
         return (f"OrientationMapper(phases={tuple(names)}, d_model={self.d_model}, n_layers={self.n_layers}, "
                 f"n_hypotheses={self.n_hypotheses}, {state})")
-
-
-def _in_threads(work, parts: list) -> list:
-    """``[work(part) for part in parts]``, in as many Python threads as torch has, each single-threaded.
-
-    The refinement is many medium-sized torch operations; batches in parallel threads (torch
-    releases the GIL inside its operations) use the cores far better than intra-op threads, and
-    every batch is computed exactly as with one thread, so the answers do not depend on the count.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1 or len(parts) < 2:
-        return [work(part) for part in parts]
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            return list(pool.map(work, parts))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _source_of(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:

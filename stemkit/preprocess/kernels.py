@@ -8,12 +8,14 @@ dask data (once per chunk of whole patterns, via ``map_blocks``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import dask.array as da
 import numpy as np
+import torch
 import xarray as xr
 
 BATCH_BYTES = 64 * 2**20
@@ -78,6 +80,39 @@ def map_patterns(
 
     _run_blocks(run, blocks, workers)
     return out
+
+
+def run_in_threads(work: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
+    """``[work(part) for part in parts]``, in as many Python threads as ``torch.get_num_threads()``.
+
+    Each thread runs single-threaded torch operations (torch releases the GIL inside them):
+    work made of many medium-sized operations uses the cores better so than with intra-op
+    threads. Every part is computed as it would be with one thread, so the results do not
+    depend on the thread count. The threads are this one and those of the pool kept between
+    calls (:func:`_run_blocks`); torch's thread count is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    results: list[Any] = [None] * len(parts)
+
+    def run(index: int) -> None:
+        results[index] = work(parts[index])
+
+    with torch_threads(1):
+        _run_blocks(run, list(range(len(parts))), threads)
+    return results
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` inside the ``with`` block, restored after it."""
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != before:
+            torch.set_num_threads(before)
 
 
 def _pattern_blocks(n_y: int, n_x: int, size: int) -> list[tuple[slice, slice]]:

@@ -43,7 +43,7 @@ from scipy import ndimage
 from stemkit.data.contract import SCAN_DIMS
 from stemkit.preprocess.centering import _refine as _centre_of_mass
 from stemkit.preprocess.centering import beam_kernel_start, positions_dataset, probe_template, radius_px_of, reference_image
-from stemkit.preprocess.kernels import map_patterns
+from stemkit.preprocess.kernels import map_patterns, torch_threads
 from stemkit.preprocess.subpixel import TemplateFit
 
 FIELDS = ("ky", "kx", "intensity", "significance")
@@ -194,13 +194,8 @@ def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarra
     _settle_allocator()
     threads = torch.get_num_threads()
     block = max(1, CPU_BLOCK_ELEMENTS // (finder.shape[0] * finder.shape[1]))
-    if threads > 1:
-        torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads, block_patterns=block)
-    finally:
-        if threads > 1:
-            torch.set_num_threads(threads)
 
 
 _SETTLED = False

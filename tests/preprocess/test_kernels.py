@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stemkit
-from stemkit.preprocess.kernels import _pattern_blocks, map_patterns
+from stemkit.preprocess.kernels import _pattern_blocks, map_patterns, run_in_threads
 
 
 @pytest.mark.parametrize("shape, size", [((7, 5), 12), ((3, 40), 16), ((2, 9), 100), ((4, 4), 1)])
@@ -48,3 +48,24 @@ def test_a_kernel_may_map_patterns_itself():
 
     out = map_patterns(data, outer, out_shape=(1,), dtype=np.float64, workers=2, block_patterns=3)
     np.testing.assert_array_equal(out, np.full((4, 3, 1), 4.0))
+
+
+def test_run_in_threads_keeps_the_order_runs_torch_single_threaded_and_restores_the_count():
+    import threading
+
+    import torch
+
+    threads = torch.get_num_threads()
+    seen = []
+
+    def work(part):
+        seen.append((torch.get_num_threads(), threading.get_ident()))
+        return part * part
+
+    try:
+        torch.set_num_threads(2)
+        assert run_in_threads(work, list(range(40))) == [i * i for i in range(40)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert {count for count, _ in seen} == {1}
