@@ -37,6 +37,7 @@ rotation must explain what was seen and not predict strong spots that are absent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -69,9 +70,9 @@ class ReflectionTable:
     amplitude: torch.Tensor
     name: str
 
-    @property
+    @cached_property
     def length(self) -> torch.Tensor:
-        """``|g|`` (N,), ascending."""
+        """``|g|`` (N,), ascending (computed once per table)."""
         return self.g.norm(dim=-1)
 
     @classmethod
@@ -177,7 +178,6 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
 def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For each peak, the reflection explaining it: its index and squared distance, ``(B, C, P)`` each."""
     s = excitation_error(g_lab, k0)  # (B, C, M)
-    b, c, m = s.shape
     spots = g_lab[..., :2]
     # |p - g|² = |p|² + |g|² - 2 p·g, the cross term one batched product (no (B, C, P, M, 2) array)
     cross = torch.einsum("bpk,bcmk->bcpm", points, spots)
