@@ -22,7 +22,6 @@ Run: ``.venv/bin/python benchmarks/orientation/diagnose.py [--step 4]`` (needs `
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from stemkit.data.datacube import datacube  # noqa: E402
 from stemkit.orientation.inference import run_model  # noqa: E402
 from stemkit.orientation.loss import SymmetryTable  # noqa: E402
 from stemkit.orientation.mapper import OrientationMapper  # noqa: E402
@@ -41,16 +39,14 @@ from stemkit.orientation.selection import TWIN, candidates_of, indexed_candidate
 from stemkit.orientation.tokens import tokens_from_arrays  # noqa: E402
 from stemkit.physics.rotations import quaternion_to_matrix  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
+from make_data import data_dir, load_cube  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 
 
 def load(step: int):
     """Peaks, truth and phases of every ``step``-th pattern."""
-    folder = HERE / "data" / "full"
-    cal = json.loads((folder / "calibration.json").read_text())
-    data = datacube(np.load(folder / "cube.npy"), scan_step_nm=cal["scan_step_nm"], k_step=cal["k_step"],
-                    beam_energy_kev=cal["beam_energy_kev"], attrs={"convergence_mrad": cal["convergence_mrad"]})
+    folder = data_dir(quick=False)
+    data = load_cube(folder)
     peaks = find_peaks(data)
     flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"])[::step] for v in ("kx", "ky", "intensity", "valid")}
     truth = np.load(folder / "truth.npz")

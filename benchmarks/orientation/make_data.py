@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from stemkit.data.datacube import datacube  # noqa: E402
 from stemkit.physics.render import Detector, disk_radius, finish_patterns, render_disks  # noqa: E402
 from stemkit.physics.specimens import polycrystal  # noqa: E402
 
@@ -46,6 +47,13 @@ PROBE_FRAMES = 100
 def data_dir(quick: bool) -> Path:
     """Where the data of a run live."""
     return HERE / "data" / ("quick" if quick else "full")
+
+
+def load_cube(folder: Path):
+    """The cube written to ``folder`` as the calibrated canonical DataArray every method is given."""
+    cal = json.loads((folder / "calibration.json").read_text())
+    return datacube(np.load(folder / "cube.npy"), scan_step_nm=cal["scan_step_nm"], k_step=cal["k_step"],
+                    beam_energy_kev=cal["beam_energy_kev"], attrs={"convergence_mrad": cal["convergence_mrad"]})
 
 
 def vacuum_probe(origin: tuple[float, float], seed: int) -> np.ndarray:

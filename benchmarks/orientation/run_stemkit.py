@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from stemkit.data.datacube import datacube  # noqa: E402
 from stemkit.orientation import OrientationMapper, run_model, tokens_from_peaks  # noqa: E402
 from stemkit.orientation.loss import SymmetryTable  # noqa: E402
 from stemkit.orientation.inference import default_batch_size  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
+from make_data import data_dir, load_cube  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -69,11 +69,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data_dir = HERE / "data" / ("quick" if args.quick else "full")
-    cal = json.loads((data_dir / "calibration.json").read_text())
-    mapper, described = load(args.weights, data_dir)
-    data = datacube(np.load(data_dir / "cube.npy"), scan_step_nm=cal["scan_step_nm"], k_step=cal["k_step"],
-                    beam_energy_kev=cal["beam_energy_kev"], attrs={"convergence_mrad": cal["convergence_mrad"]})
+    folder = data_dir(args.quick)
+    mapper, described = load(args.weights, folder)
+    data = load_cube(folder)
     n = data.sizes["scan_y"] * data.sizes["scan_x"]
     print(f"stemkit: {n} patterns, weights {described}, sha256 {mapper.weights_sha256_}, "
           f"{torch.get_num_threads()} torch threads", flush=True)
