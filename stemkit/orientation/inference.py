@@ -20,8 +20,9 @@ from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.model import OrientationTransformer
 
 #: Patterns per model call on a CPU. Small batches, cut from the length-sorted order, carry
-#: little padding and stay in cache: on the issue-5 benchmark's 4,096 patterns (1 thread) 256
-#: ran 9,249 patterns/s against 2,304 for one batch of 4,096 (benchmarks/RESULTS.md).
+#: little padding and stay in cache: on the issue-5 benchmark's 4,096 patterns (1 thread,
+#: benchmarks/orientation/run_stemkit.py) the model stage ran 15,660 patterns/s in batches of
+#: 256 against 2,594 in one batch of 4,096 (benchmarks/RESULTS.md).
 CPU_BATCH = 256
 #: Patterns per model call on an accelerator, where large batches fill the device.
 DEVICE_BATCH = 4096
