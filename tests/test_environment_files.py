@@ -72,3 +72,19 @@ def test_editable_install_never_changes_torch(tmp_path):
     )
     planned = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
     assert "torch" not in planned, f"pip would install torch {planned.get('torch')}"
+
+
+def test_readme_binder_badge_opens_the_repository_notebooks():
+    """The badge launches Binder on pyproject's repository and opens a notebook that exists."""
+    import re
+
+    repository = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    owner_name = repository.removeprefix("https://github.com/")
+    badge = re.search(r"\[!\[Binder\]\(https://mybinder\.org/badge_logo\.svg\)\]\((\S+)\)",
+                      (ROOT / "README.md").read_text())
+    assert badge, "README.md lacks the Binder badge [![Binder](https://mybinder.org/badge_logo.svg)](...)"
+    link = badge.group(1)
+    assert link.startswith(f"https://mybinder.org/v2/gh/{owner_name}/HEAD?urlpath=lab/tree/"), (
+        f"the badge ({link}) does not launch {repository}: make it follow [project.urls] Repository")
+    notebook = link.split("urlpath=lab/tree/", 1)[1]
+    assert (ROOT / notebook).is_file(), f"the badge opens {notebook}, which does not exist"
