@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from stemkit.preprocess import workers as worker_processes
+
 BATCH_BYTES = 64 * 2**20
 
 Kernel = Callable[[np.ndarray], np.ndarray]
@@ -31,6 +33,7 @@ def map_patterns(
     dtype: Any,
     workers: int = 1,
     block_patterns: int | None = None,
+    processes: bool = False,
 ) -> Any:
     """Apply ``kernel`` to every pattern of ``data``; return a numpy or dask array ``(n_y, n_x, *out_shape)``.
 
@@ -52,6 +55,11 @@ def map_patterns(
         scan, or parts of one row). The blocks then do not depend on ``workers``, so a kernel
         whose arithmetic depends on the batch gives the same numbers with any number of
         workers. Default: rows adding up to about 16 MiB, at least one block per worker.
+    processes
+        For numpy data: run the blocks in this thread and ``workers − 1`` worker processes
+        (:mod:`stemkit.preprocess.workers`: a GIL each; the kernel must be picklable and keep
+        no state between blocks) instead of threads. Threads are used where processes are not
+        available or the kernel cannot be pickled; the results are the same either way.
     """
     array = data.data
     if isinstance(array, da.Array):
@@ -78,8 +86,21 @@ def map_patterns(
     def run(block: tuple[slice, slice]) -> None:
         out[block] = kernel(np.asarray(array[block]))
 
-    _run_blocks(run, blocks, workers)
+    payload = _process_payload(kernel, workers, len(blocks)) if processes else None
+    if payload is None:
+        _run_blocks(run, blocks, workers)
+        return out
+    with worker_processes.borrowed(min(workers, len(blocks)) - 1) as remote:
+        runners = [run] + [lambda block, w=w: w.run(payload, array[block], out[block]) for w in remote]
+        _drain(runners, blocks)
     return out
+
+
+def _process_payload(kernel: Kernel, workers: int, n_blocks: int) -> tuple[int, bytes] | None:
+    """The pickled kernel for worker processes, or None where threads (or this thread alone) run the blocks."""
+    if min(int(workers), n_blocks) <= 1 or getattr(_IN_POOL, "active", False) or not worker_processes.available():
+        return None
+    return worker_processes.kernel_payload(kernel)
 
 
 def run_in_threads(work: Callable[[Any], Any], parts: Sequence[Any]) -> list[Any]:
@@ -158,11 +179,17 @@ def _run_blocks(run: Callable[[Any], None], blocks: list, workers: int) -> None:
         for block in blocks:
             run(block)
         return
+    _drain([run] * workers, blocks)
+
+
+def _drain(runners: list[Callable[[Any], None]], blocks: list) -> None:
+    """Every block run by one of ``runners``: the first in this thread, each other in a thread of the pool,
+    each taking the next block as it finishes one (see :func:`_run_blocks`)."""
     pending = iter(blocks)
     lock = threading.Lock()
     failed = threading.Event()
 
-    def drain() -> None:
+    def drain(run: Callable[[Any], None]) -> None:
         while not failed.is_set():
             with lock:
                 block = next(pending, None)
@@ -174,10 +201,17 @@ def _run_blocks(run: Callable[[Any], None], blocks: list, workers: int) -> None:
                 failed.set()
                 raise
 
-    futures = [_pool(workers - 1).submit(drain) for _ in range(workers - 1)]
+    futures = [_pool(len(runners) - 1).submit(drain, run) for run in runners[1:]]
     try:
-        drain()
+        drain(runners[0])
     finally:
         for future in futures:
             if not future.cancel():  # one still queued (the pool busy with other calls) has nothing left to do
                 future.result()
+
+
+def _forget_pool_in_child() -> None:
+    """In a forked worker process: the parent's pool threads do not exist here; run every block in this thread."""
+    global _POOL
+    _POOL = None
+    _IN_POOL.active = True

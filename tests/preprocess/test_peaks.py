@@ -145,23 +145,33 @@ def test_whole_pixel_positions_without_subpixel(moderate_dose):
     assert np.allclose(columns, np.round(columns), atol=1e-3)
 
 
-def test_threads_give_the_same_peaks(moderate_dose, monkeypatch):
-    """More than one torch thread runs batches in Python threads; the peaks must not change."""
+@pytest.mark.parametrize("processes", [True, False])
+def test_threads_and_processes_give_the_same_peaks(moderate_dose, monkeypatch, processes):
+    """More than one torch thread runs blocks in worker processes (or Python threads); the peaks must not change."""
     import stemkit.preprocess.peaks as peaks_module
+    from stemkit.preprocess import workers
 
     data, _ = moderate_dose
     monkeypatch.setattr(peaks_module, "CPU_BLOCK_ELEMENTS", 16 * 128 * 128)  # 3 blocks of 2 scan rows, not 1
+    monkeypatch.setattr(workers, "ENABLED", processes)
+    remote = []
+    run = workers.WorkerProcess.run
+    monkeypatch.setattr(workers.WorkerProcess, "run", lambda self, *args: remote.append(1) or run(self, *args))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = find_peaks(data)
         torch.set_num_threads(2)
-        two = find_peaks(data)
+        for _ in range(3):  # until a worker has taken a block (this thread may finish all three first)
+            two = find_peaks(data)
+            xr.testing.assert_identical(one, two)
+            if remote or not workers.available():
+                break
         assert torch.get_num_threads() == 2, "the caller's thread setting is restored"
     finally:
         torch.set_num_threads(threads)
-    # the blocks do not depend on the number of threads, so neither does any rounding
-    xr.testing.assert_identical(one, two)
+    # the blocks do not depend on the number of threads or processes, so neither does any rounding
+    assert bool(remote) == (processes and workers.available())
 
 
 def test_numpy_and_dask_agree(moderate_dose):
