@@ -63,8 +63,13 @@ def map_row_blocks(
     data: xr.DataArray | xr.Dataset,
     *objects: Delayed,
     name: str = "block",
+    halo: int = 0,
 ) -> xr.Dataset:
     """The lazy Dataset whose rows ``a:b`` are ``func(data[a:b] in memory, *objects)``.
+
+    With a ``halo``, ``func`` sees ``data[a - halo:b + halo]`` (cut at the scan's edges) and its
+    answer for the extra rows is dropped: for work whose answer at a row depends on the rows
+    around it.
 
     Parameters
     ----------
@@ -78,6 +83,8 @@ def map_row_blocks(
         blocks.
     name
         Prefix of the tasks' names (what a dask dashboard shows).
+    halo
+        Rows read beyond each block's edges (0: none).
 
     Returns
     -------
@@ -87,14 +94,17 @@ def map_row_blocks(
     """
     if data.chunks is None or not data.chunks:
         raise ValueError("map_row_blocks needs dask-backed data; chunk it first with in_row_blocks(data, n)")
+    if halo < 0:
+        raise ValueError(f"map_row_blocks: halo must be 0 or more rows; got {halo}")
     here = dask.compute(*objects, scheduler="sync")  # the first row runs here: nothing is shipped for it
     first = func(data.isel({ROW_DIM: slice(0, 1)}).compute(), *here)
     _check_rows(first)
     edges = np.cumsum((0, *_row_chunks(data)))
     apply = dask.delayed(_apply, pure=True)
     token = _token(data, objects)
-    parts = [apply(func, _unwrapped(data.isel({ROW_DIM: slice(int(a), int(b))})), *objects,
-                   dask_key_name=f"{name}-{i}-{token}")
+    rows = int(edges[-1])
+    parts = [apply(func, _unwrapped(data.isel({ROW_DIM: slice(max(0, int(a) - halo), min(rows, int(b) + halo))})),
+                   *objects, (int(a) - max(0, int(a) - halo), int(b - a)), dask_key_name=f"{name}-{i}-{token}-{halo}")
              for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
     variables = {}
     for var, template in first.data_vars.items():
@@ -130,8 +140,11 @@ def _rewrapped(parts: tuple) -> xr.DataArray | xr.Dataset:
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
-def _apply(func: Callable[..., xr.Dataset], parts: tuple, *objects: Any) -> xr.Dataset:
-    return func(_rewrapped(parts), *objects)
+def _apply(func: Callable[..., xr.Dataset], parts: tuple, *objects_and_rows: Any) -> xr.Dataset:
+    """``func`` on a block; of its answer, the ``rows = (first, count)`` that are the block's own (not the halo's)."""
+    *objects, (first, count) = objects_and_rows
+    answer = func(_rewrapped(parts), *objects)
+    return answer.isel({ROW_DIM: slice(first, first + count)})
 
 
 def _row_chunks(data: xr.DataArray | xr.Dataset) -> tuple[int, ...]:

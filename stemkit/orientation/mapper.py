@@ -37,6 +37,7 @@ from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.confidence import ConfidenceModel
 from stemkit.orientation.ipf import ipf_colors
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
+from stemkit.orientation.neighbours import NeighbourSettings, offer_neighbours
 from stemkit.orientation.refine import ReflectionTable
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.orientation.simulate import Augmentation, as_crystals
@@ -200,6 +201,7 @@ class OrientationMapper:
         peak_options: dict[str, Any] | None = None,
         refine: bool = True,
         all_phases: bool = False,
+        neighbours: bool | NeighbourSettings = True,
         lazy: bool = False,
     ) -> xr.Dataset:
         """Orientation and phase of every pattern.
@@ -225,6 +227,12 @@ class OrientationMapper:
         all_phases
             With ``refine``, also try every hypothesis in every phase and let the score
             choose the phase (slower by the number of phases).
+        neighbours
+            With ``refine``, offer each doubtful pattern the orientations its scan neighbours agree
+            on and keep one only where it explains the pattern's own peaks better than its own
+            candidates (:mod:`stemkit.orientation.neighbours`; a
+            :class:`~stemkit.orientation.neighbours.NeighbourSettings` to tune it). ``False``:
+            every pattern on its own (e.g. scattered, unrelated patterns laid out as a scan).
         lazy
             Return a dask-backed result, computed block of scan rows by block when asked (by
             ``.compute()``, or written to zarr as it goes with :func:`stemkit.io.save_by_chunks`),
@@ -233,7 +241,8 @@ class OrientationMapper:
             input's ``scan_y`` chunks, merged up to about 1,024 patterns where smaller (numpy
             input: blocks of about 1,024 patterns). The direct-beam
             reference and radius are measured from the whole input first, so the values equal
-            those of ``lazy=False``.
+            those of ``lazy=False``. Blocks read a few rows beyond their edges for the
+            neighbours' offers, so those too are as with ``lazy=False``.
 
         Returns
         -------
@@ -246,16 +255,21 @@ class OrientationMapper:
             ``ambiguous`` (the alternative explains the pattern as well and differs by more
             than ``ambiguity_angle``), ``alternative`` (quaternion of the best other
             orientation), ``score`` (share of the pattern the answer explains, 0-1),
-            ``phase_probability``, ``ipf_rgb`` (dim ``rgb``: IPF-Z colours, TSL key) and
-            ``n_peaks`` (diffracted disks read, the direct beam excluded).
+            ``phase_probability``, ``ipf_rgb`` (dim ``rgb``: IPF-Z colours, TSL key),
+            ``n_peaks`` (diffracted disks read, the direct beam excluded) and ``from_neighbour``
+            (the answer is a neighbour's orientation refined against this pattern).
         """
         self._check_fitted()
+        neighbour_settings = _neighbour_settings(neighbours)
         if lazy:
             return self._lazy_predict(data, batch_size=batch_size, device=device, peak_options=peak_options or {},
-                                      refine=refine, all_phases=all_phases)
+                                      refine=refine, all_phases=all_phases, neighbours=neighbours,
+                                      halo=neighbour_settings.reach if refine and neighbour_settings is not None else 0)
         peaks = self._peaks_of(data, device, peak_options or {})
         answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress, refine=refine,
                                 all_phases=all_phases)
+        if refine and neighbour_settings is not None:
+            answers = self._offer_neighbours(peaks, answers, neighbour_settings)
         return self._result(peaks, answers)
 
     def _check_fitted(self) -> None:
@@ -263,15 +277,19 @@ class OrientationMapper:
             raise NotFittedError("this OrientationMapper has no model yet: call fit(...), or use "
                                  "OrientationMapper.load(path) / OrientationMapper.pretrained(name)")
 
-    def _lazy_predict(self, data: xr.DataArray | xr.Dataset, *, peak_options: dict[str, Any],
+    def _lazy_predict(self, data: xr.DataArray | xr.Dataset, *, peak_options: dict[str, Any], halo: int,
                       **settings: Any) -> xr.Dataset:
-        """:meth:`predict` as a dask-backed result, block of scan rows by block (see ``lazy``)."""
+        """:meth:`predict` as a dask-backed result, block of scan rows by block (see ``lazy``).
+
+        Each block is predicted with ``halo`` rows more on either side (the reach of the
+        neighbours' offers), which are dropped from its answer.
+        """
         source = _source_of(data)
         if isinstance(source, xr.DataArray):
             peak_options = _whole_scan_peak_options(source, peak_options)
         blocks = in_row_blocks(source, LAZY_BLOCK_PATTERNS)
         return map_row_blocks(_predict_block, blocks, shared(self), shared({"peak_options": peak_options, **settings}),
-                              name="orientation")
+                              name="orientation", halo=halo)
 
     @staticmethod
     def _peaks_of(data: xr.DataArray | xr.Dataset, device, options: dict[str, Any]) -> xr.Dataset:
@@ -342,6 +360,28 @@ class OrientationMapper:
             answers["confidence"] = model.probability(evidence, decoded, n_peaks)
         return answers
 
+    def _offer_neighbours(self, peaks: xr.Dataset, answers: dict[str, np.ndarray],
+                          settings: NeighbourSettings) -> dict[str, np.ndarray]:
+        """``answers`` after the neighbours' offers (:mod:`stemkit.orientation.neighbours`), confidence re-assessed."""
+        flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"]) for v in PEAK_VARIABLES}
+        radius = float(peaks.attrs["probe_radius"])
+
+        def peaks_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return strongest_peaks(*(flat[v][index] for v in PEAK_VARIABLES), radius)
+
+        decoded = Decoded(**{name: answers[name] for name in Decoded.__dataclass_fields__})
+        evidence = Evidence(**{name: answers["evidence_" + name] for name in Evidence.__dataclass_fields__})
+        decoded, evidence, adopted = offer_neighbours(
+            decoded, evidence, tuple(peaks.sizes[d] for d in SCAN_DIMS), peaks_of, self._reflection_tables(),
+            SymmetryTable([c.point_group for c in self.crystals_]), beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
+            settings=settings, ambiguity_angle=self.ambiguity_angle)
+        answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
+        answers |= {"score": evidence.score, "from_neighbour": adopted}
+        model = getattr(self, "confidence_model_", None)
+        if model is not None:
+            answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"])
+        return answers
+
     def _reflection_tables(self) -> list[ReflectionTable]:
         """The phases' reflection tables (built once)."""
         if getattr(self, "_tables", None) is None:
@@ -386,6 +426,9 @@ class OrientationMapper:
                           {"long_name": "share of the pattern the refined answer explains (NaN: not refined)"}),
                 "n_peaks": (SCAN_DIMS, grid(answers["n_peaks"].astype(np.int32)),
                             {"long_name": "diffracted disks read (direct beam excluded)"}),
+                "from_neighbour": (SCAN_DIMS, grid(answers.get("from_neighbour", np.zeros(len(phase), bool)) & ~empty),
+                                   {"long_name": "the answer is a scan neighbour's orientation, refined against this "
+                                                 "pattern, which explains its peaks better than its own candidates"}),
             },
             coords={**{d: peaks[d] for d in SCAN_DIMS if d in peaks.coords}, "quat": ["w", "x", "y", "z"],
                     "rgb": ["r", "g", "b"]},
@@ -506,6 +549,15 @@ def _whole_scan_peak_options(data: xr.DataArray, options: dict[str, Any]) -> dic
 
     probe, radius = probe_reference(data, options.get("probe"), options.get("radius"))
     return {**options, "probe": probe, "radius": radius}
+
+
+def _neighbour_settings(neighbours: bool | NeighbourSettings) -> NeighbourSettings | None:
+    """The settings of ``predict(neighbours=...)``: None for no offers."""
+    if isinstance(neighbours, NeighbourSettings):
+        return neighbours
+    if isinstance(neighbours, (bool, np.bool_)):
+        return NeighbourSettings() if neighbours else None
+    raise TypeError(f"neighbours must be True, False or a NeighbourSettings; got {type(neighbours).__name__}")
 
 
 def _predict_block(block: xr.DataArray | xr.Dataset, mapper: OrientationMapper, settings: dict[str, Any]) -> xr.Dataset:

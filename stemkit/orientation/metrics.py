@@ -22,6 +22,10 @@ TOLERANCE_DEG = 5.0
 
 def disorientation_deg(a: np.ndarray, b: np.ndarray, phase: np.ndarray, groups: list[PointGroup]) -> np.ndarray:
     """Disorientation in degrees of rotation matrices ``(n, 3, 3)`` pairwise, each in its phase's group."""
+    phase = np.asarray(phase)
+    if phase.size and (phase.min() < 0 or phase.max() >= len(groups)):
+        raise ValueError(f"disorientation_deg: phase indices run {phase.min()}..{phase.max()} but {len(groups)} point "
+                         f"group(s) were given; give one group per phase, in phase order")
     angles = np.empty(len(phase))
     for index, group in enumerate(groups):
         members = np.flatnonzero(phase == index)

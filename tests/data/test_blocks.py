@@ -65,3 +65,23 @@ def test_what_cannot_be_mapped_is_refused(cube):
         map_row_blocks(scale_block, cube, shared(Scale(1.0)))
     with pytest.raises(ValueError, match="along 'scan_y' first"):
         map_row_blocks(lambda block: xr.Dataset({"mean": block.mean("scan_y")}), cube.chunk({"scan_y": 2}))
+
+
+def vertical_neighbours_block(block: xr.DataArray) -> xr.Dataset:
+    """Each pattern's total plus those of the patterns one and two rows above and below (what a halo is for)."""
+    total = block.sum(("ky", "kx"))
+    padded = total.pad(scan_y=2, constant_values=0.0)
+    around = sum(padded.shift(scan_y=shift).isel(scan_y=slice(2, -2)) for shift in (-2, -1, 0, 1, 2))
+    return xr.Dataset({"around": around})
+
+
+@pytest.mark.parametrize("chunks", [{"scan_y": 1}, {"scan_y": 3}, {"scan_y": 2, "scan_x": 2}])
+def test_a_halo_gives_each_block_the_rows_around_it(cube, chunks):
+    blocks = in_row_blocks(cube.chunk(chunks), 1)
+    lazy = map_row_blocks(vertical_neighbours_block, blocks, halo=2)
+    assert lazy["around"].chunks[0] == blocks.chunks[0]
+    xr.testing.assert_allclose(lazy.compute(), vertical_neighbours_block(cube))
+    without = map_row_blocks(vertical_neighbours_block, blocks).compute()
+    assert not np.allclose(without["around"], vertical_neighbours_block(cube)["around"])  # the halo was needed
+    with pytest.raises(ValueError, match="halo must be 0 or more"):
+        map_row_blocks(vertical_neighbours_block, blocks, halo=-1)

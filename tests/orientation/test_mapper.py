@@ -38,6 +38,19 @@ def test_predict_gives_maps_on_the_scan(mapper, specimen):
     assert ((result["score"] >= 0) & (result["score"] <= 1)).all()
 
 
+def test_neighbours_offers_can_be_turned_off_and_say_where_they_were_taken(mapper, specimen):
+    alone = mapper.predict(specimen.intensity, progress=False, neighbours=False)
+    assert alone["from_neighbour"].dtype == bool and not alone["from_neighbour"].any()
+    offered = mapper.predict(specimen.intensity, progress=False)
+    taken = offered["from_neighbour"].values
+    assert taken.any()  # this tiny, barely trained model leaves lone wrong answers in the grains
+    # where none was taken the answer is the pattern's own; where one was, it scores higher than its own answer
+    np.testing.assert_array_equal(offered["quaternion"].values[~taken], alone["quaternion"].values[~taken])
+    assert (offered["score"].values[taken] > alone["score"].values[taken]).all()
+    with pytest.raises(TypeError, match="neighbours must be True, False or a NeighbourSettings"):
+        mapper.predict(specimen.intensity, progress=False, neighbours="yes")
+
+
 def test_numpy_dask_and_peak_inputs_agree(mapper, specimen):
     lazy = polycrystal(("Cu", "Cu2O"), scan_shape=(6, 5), n_grains=4, pattern_size=64, k_step=0.04, seed=3, lazy=True)
     assert lazy.intensity.chunks is not None
