@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -49,20 +50,26 @@ def map_patterns(
         Output dtype.
     workers
         For numpy data: how many blocks to run at once in threads (the kernel must release
-        the GIL for this to help, and be thread-safe). Dask data use dask's scheduler.
+        the GIL for this to help, and be thread-safe) or processes (see ``processes``). Dask
+        data use dask's scheduler (and, with ``processes``, this many workers per chunk).
     block_patterns
-        For numpy data: about how many patterns each call of ``kernel`` gets (whole rows of the
+        For numpy data (and dask chunks with ``processes``): about how many patterns each call of ``kernel`` gets (whole rows of the
         scan, or parts of one row). The blocks then do not depend on ``workers``, so a kernel
         whose arithmetic depends on the batch gives the same numbers with any number of
         workers. Default: rows adding up to about 16 MiB, at least one block per worker.
     processes
-        For numpy data: run the blocks in this thread and ``workers − 1`` worker processes
+        Run the blocks in this thread and ``workers − 1`` worker processes
         (:mod:`stemkit.preprocess.workers`: a GIL each; the kernel must be picklable and keep
         no state between blocks) instead of threads. Threads are used where processes are not
-        available or the kernel cannot be pickled; the results are the same either way.
+        available or the kernel cannot be pickled; the results are the same either way. With
+        dask data, each chunk is split into blocks like numpy data and run over the thread
+        that dask gives it and the worker processes idle at that moment.
     """
     array = data.data
     if isinstance(array, da.Array):
+        if processes:  # each chunk in blocks, over this thread and the idle worker processes
+            kernel = partial(_map_block, kernel=kernel, out_shape=tuple(out_shape), dtype=dtype, workers=workers,
+                             block_patterns=block_patterns, processes=True)
         new_axes = {2 + i: n for i, n in enumerate(out_shape)}
         return da.map_blocks(
             kernel,
@@ -73,6 +80,12 @@ def map_patterns(
             chunks=(*array.chunks[:2], *((n,) for n in out_shape)),
             meta=np.empty((0,) * (2 + len(out_shape)), dtype=dtype),
         )
+    return _map_block(array, kernel, out_shape=out_shape, dtype=dtype, workers=workers, block_patterns=block_patterns,
+                      processes=processes)
+
+
+def _map_block(array: np.ndarray, kernel: Kernel, *, out_shape, dtype, workers, block_patterns, processes) -> np.ndarray:
+    """:func:`map_patterns` on an in-memory ``(n_y, n_x, ky, kx)`` array (the data, or one dask chunk)."""
     n_y, n_x = array.shape[:2]
     if block_patterns is not None:
         blocks = _pattern_blocks(n_y, n_x, block_patterns)

@@ -182,7 +182,7 @@ def _cached(key: tuple, make):
 def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarray:
     """The finder over every pattern: ``(n_y, n_x, max_peaks + 1, fields)``.
 
-    On the CPU with numpy data, blocks of :data:`CPU_BLOCK_ELEMENTS` pixels (whole patterns)
+    On the CPU, blocks of :data:`CPU_BLOCK_ELEMENTS` pixels (whole patterns; of each chunk of dask data)
     run in as many workers as ``torch.get_num_threads()``: this thread and worker processes
     forked once per session (or, where there are none, Python threads of a pool kept between
     calls), each with single-threaded torch operations. The finder's several hundred small
@@ -192,13 +192,14 @@ def _run(data: xr.DataArray, finder: "_PeakFinder", max_peaks: int) -> np.ndarra
     workers, so neither do the results.
     """
     shape = (max_peaks + 1, len(FIELDS))
-    if finder.device.type != "cpu" or not isinstance(data.data, np.ndarray):
+    if finder.device.type != "cpu":
         return np.asarray(map_patterns(data, finder, out_shape=shape, dtype=np.float32))
     _settle_allocator()
     threads = torch.get_num_threads()
     block = max(1, CPU_BLOCK_ELEMENTS // (finder.shape[0] * finder.shape[1]))
     with torch_threads(1):
-        return map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads, block_patterns=block, processes=True)
+        mapped = map_patterns(data, finder, out_shape=shape, dtype=np.float32, workers=threads, block_patterns=block, processes=True)
+        return np.asarray(mapped)
 
 
 _SETTLED = False

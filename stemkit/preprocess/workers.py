@@ -40,6 +40,7 @@ import numpy as np
 
 KERNELS_KEPT = 8  # pickled kernels a worker keeps for later blocks
 ALIGN = 4096  # byte alignment of the result behind the input in the shared block
+MAX_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # worker processes alive at once
 ENABLED = os.environ.get("STEMKIT_PROCESS_WORKERS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 _HEADER = struct.Struct("!Q")
@@ -56,8 +57,13 @@ class WorkerError(RuntimeError):
 
 
 def available() -> bool:
-    """Whether blocks can run in worker processes here (see the module docstring)."""
-    return ENABLED and not _IN_WORKER and hasattr(os, "memfd_create") and "fork" in multiprocessing.get_all_start_methods()
+    """Whether blocks can run in worker processes here (see the module docstring).
+
+    Not in a daemonic process (a dask-distributed worker, a multiprocessing pool's), which
+    may not have children of its own.
+    """
+    return (ENABLED and not _IN_WORKER and hasattr(os, "memfd_create") and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
 def kernel_payload(kernel: Callable) -> tuple[int, bytes] | None:
@@ -81,13 +87,16 @@ def kernel_payload(kernel: Callable) -> tuple[int, bytes] | None:
 def borrowed(count: int) -> Iterator[list["WorkerProcess"]]:
     """Up to ``count`` worker processes for the ``with`` block (idle ones, else newly forked), returned after it.
 
-    A worker that failed is closed rather than returned; the next call forks a new one.
+    At most one worker per core but this one is kept in all (:data:`MAX_WORKERS`): calls made
+    at the same time (dask chunks in threads) share them, and one finding none idle gets
+    fewer, or none. A worker that failed is closed rather than returned; a later call forks
+    a new one.
     """
     with _LOCK:
         taken = [_IDLE.pop() for _ in range(min(count, len(_IDLE)))]
+        new = max(0, min(count - len(taken), MAX_WORKERS - len(_OPEN)))
     try:
-        while len(taken) < count:
-            taken.append(WorkerProcess())
+        taken.extend(WorkerProcess() for _ in range(new))
         yield taken
     finally:
         with _LOCK:
@@ -153,6 +162,7 @@ class WorkerProcess:
     def close(self) -> None:
         """End the worker: close its socket (it exits on the end of file) and wait briefly for it."""
         self.healthy = False
+        _OPEN.discard(self)
         self.socket.close()
         self.process.join(timeout=5)
         if self.process.is_alive():

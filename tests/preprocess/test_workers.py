@@ -113,3 +113,17 @@ def test_shutdown_ends_the_idle_workers():
     workers.shutdown()
     assert not workers._IDLE
     assert {p.pid for p in processes} >= pids and not any(p.is_alive() for p in processes)
+
+
+def test_dask_chunks_run_in_blocks_over_the_workers():
+    cube = data((8, 6, 4, 4)).chunk({"scan_y": 4, "scan_x": 6})
+    lazy = map_patterns(cube, Scaled(), out_shape=(4,), dtype=np.float64, workers=2, block_patterns=6, processes=True)
+    out = lazy.compute(scheduler="synchronous")
+    np.testing.assert_array_equal(out[..., :2], Scaled()(cube.values)[..., :2])
+    assert len(set(np.unique(out[..., 2]))) > 1, "blocks of the chunks ran in a worker process"
+
+
+def test_no_more_workers_than_cores_but_one(monkeypatch):
+    monkeypatch.setattr(workers, "MAX_WORKERS", 1)
+    with workers.borrowed(1) as first, workers.borrowed(1) as second:
+        assert len(first) == 1 and second == [], "a second caller at the same time runs alone"
