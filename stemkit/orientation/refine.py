@@ -47,6 +47,8 @@ from stemkit.physics.crystal import Crystal
 from stemkit.physics.reflections import reflections
 
 K_MAX = 2.2  # 1/Å: reflections further out are beyond any 4D-STEM detector
+POOL_SIZE = 8  # reflections kept per candidate for the iterations, in multiples of ``candidates``
+POOL_ANGLE = 0.2  # rad: the pool holds the reflections a rotation of up to about this much could bring near the sphere
 VISIBLE_S = 0.05  # 1/Å: excitation errors of reflections a thin crystal still shows
 STACK_SCALE = 0.1  # 1/Å: excitation error that costs as much as the gate radius when matching
 
@@ -154,24 +156,32 @@ def excitation_error(g_lab: torch.Tensor, k0: float) -> torch.Tensor:
 
 
 def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, k0: float,
-                        count: int, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        count: int, angle: float, pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices and crystal vectors of the ``count`` reflections of each rotation most likely to be visible.
 
     A reflection is ranked by ``|s| / (VISIBLE_S + angle · |g|)``: its excitation error
     against what a thin crystal shows, widened by how far a rotation error of ``angle``
     (radians) could move it. Reflections beyond ``reach`` (B,) from the beam are left out
-    (none was seen there).
+    (none was seen there). With a ``pool`` ``(B, C, N)`` of table indices (an earlier, wider
+    choice), only those are ranked.
     """
-    # the table is sorted by |g|: reflections beyond every pattern's reach are a tail, cut before the work
-    within = int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True))
-    g_table = table.g[:max(within, 1)]
-    g_lab = torch.einsum("bcij,nj->bcni", rotations, g_table)
+    if pool is None:
+        # the table is sorted by |g|: reflections beyond every pattern's reach are a tail, cut before the work
+        within = int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True))
+        g_table = table.g[:max(within, 1)]
+        g_lab = torch.einsum("bcij,nj->bcni", rotations, g_table)
+        amplitude = table.amplitude[:g_table.shape[0]]
+    else:
+        g_lab = torch.einsum("bcij,bcnj->bcni", rotations, table.g[pool])
+        amplitude = table.amplitude[pool]
     s = excitation_error(g_lab, k0)
     lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)
-    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * table.amplitude[:g_table.shape[0]]
+    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * amplitude
     closeness = torch.where(lateral <= reach[:, None, None], closeness, torch.full_like(closeness, torch.inf))
-    count = min(count, g_table.shape[0])
+    count = min(count, g_lab.shape[2])
     index = closeness.topk(count, dim=-1, largest=False).indices
+    if pool is not None:
+        index = torch.gather(pool, -1, index)
     return index, table.g[index]
 
 
@@ -259,10 +269,14 @@ def refine_candidates(
     total = weights.sum(-1).clamp_min(1e-12)
     reach = torch.where(weights > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weights.dtype), torch.zeros_like(weights)).amax(-1) * 1.05 + 0.02
     current = rotations.clone()
+    # the reflections any iteration may use: chosen once from the whole table, generously (small tables: all)
+    pool = None
+    if POOL_SIZE * settings.candidates < table.g.shape[0]:
+        pool, _ = _choose_reflections(current, table, reach, k0, POOL_SIZE * settings.candidates, POOL_ANGLE)
     for iteration in range(settings.iterations):
         radius = settings.radius(iteration)
         if iteration % 2 == 0:
-            index, chosen = _choose_reflections(current, table, reach, k0, settings.candidates, radius)
+            index, chosen = _choose_reflections(current, table, reach, k0, settings.candidates, radius, pool)
             amplitude = table.amplitude[index]
         g_lab = torch.einsum("bcij,bcmj->bcmi", current, chosen)
         best, distance2 = _match(points, g_lab, k0, radius)
@@ -270,12 +284,12 @@ def refine_candidates(
         omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings,
                                    settings.sigma(iteration))
         current = skew_exp(omega) @ current
-    return _score(points, weights, total, current, table, reach, k0, settings)
+    return _score(points, weights, total, current, table, reach, k0, settings, pool)
 
 
-def _score(points, weights, total, rotations, table, reach, k0, settings) -> Refined:
+def _score(points, weights, total, rotations, table, reach, k0, settings, pool) -> Refined:
     """The scores of refined rotations (see the module docstring)."""
-    index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0)
+    index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0, pool)
     g_lab = torch.einsum("bcij,bcmj->bcmi", rotations, chosen)
     radius = 3.0 * settings.sigma_xy
     best, distance2 = _match(points, g_lab, k0, radius)

@@ -23,12 +23,13 @@ from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.decode import Decoded
 from stemkit.orientation.indexing import PairLibrary, by_consensus, index_pairs
 from stemkit.orientation.loss import SymmetryTable, symmetric_geodesic
-from stemkit.orientation.refine import ReflectionTable, RefinementSettings, refine_candidates
+from stemkit.orientation.refine import Refined, ReflectionTable, RefinementSettings, refine_candidates
 
 TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
 AMBIGUITY_RATIO = 0.985
 REFINE_PEAKS = 24  # strongest peaks used by the refinement
 INDEXED_CANDIDATES = 2  # orientations from peak-pair indexing added to the model's, each with its twin
+SAME_START_DEG = 1.0  # candidates of a pattern closer than this are one start: refined once (a third of them)
 
 
 @dataclass
@@ -132,12 +133,45 @@ def select(
             found = (kx[members], ky[members], weight[members])
             mine = torch.cat([mine, indexed_candidates(found, libraries[index], symmetry.rotations[index],
                                                        beam_energy_kev=beam_energy_kev)], dim=1)
-        refined = refine_candidates(kx[members], ky[members], weight[members], mine, table,
-                                    beam_energy_kev=beam_energy_kev, settings=settings)
+        refined = _refine_distinct(kx[members], ky[members], weight[members], mine, table, symmetry.rotations[index],
+                                   beam_energy_kev=beam_energy_kev, settings=settings)
         rotations[members, index], scores[members, index] = refined.rotations, refined.score
         for name in parts:
             parts[name][members, index] = getattr(refined, name).float()
     return _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio)
+
+
+def first_of_same(candidates: torch.Tensor, symmetry: torch.Tensor, angle: float = SAME_START_DEG) -> torch.Tensor:
+    """``(B, C)``: for each candidate, the first candidate of its pattern within ``angle`` degrees of it (itself if none).
+
+    ``symmetry`` ``(G, 3, 3)`` holds the phase's proper rotations: ``R`` and ``R S`` are one orientation.
+    """
+    b, c = candidates.shape[:2]
+    first = torch.arange(c).repeat(b, 1)
+    cos_limit = float(np.cos(np.radians(angle)))
+    for j in range(1, c):
+        for k in range(j):
+            relative = candidates[:, j].transpose(-1, -2) @ candidates[:, k]  # (B, 3, 3)
+            traces = torch.einsum("bij,gji->bg", relative, symmetry).amax(dim=1)
+            same = ((traces - 1.0) / 2.0 >= cos_limit) & (first[:, j] == j) & (first[:, k] == k)
+            first[:, j] = torch.where(same, torch.full_like(first[:, j], k), first[:, j])
+    return first
+
+
+def _refine_distinct(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,
+                     table: ReflectionTable, symmetry: torch.Tensor, *, beam_energy_kev: float,
+                     settings: RefinementSettings) -> Refined:
+    """:func:`refine_candidates` on the distinct candidates only; a repeated start shares its first's result."""
+    b, c = candidates.shape[:2]
+    first = first_of_same(candidates, symmetry)
+    rows, cols = torch.nonzero(first == torch.arange(c), as_tuple=True)
+    refined = refine_candidates(kx[rows], ky[rows], weight[rows], candidates[rows, cols][:, None], table,
+                                beam_energy_kev=beam_energy_kev, settings=settings)
+    slot = torch.full((b, c), -1, dtype=torch.long)
+    slot[rows, cols] = torch.arange(len(rows))
+    source = slot.gather(1, first).reshape(-1)  # every candidate's row in the distinct results
+    spread = lambda value: value[:, 0][source].reshape(b, c, *value.shape[2:])  # noqa: E731
+    return Refined(**{name: spread(getattr(refined, name)) for name in Refined.__dataclass_fields__})
 
 
 def _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio) -> tuple[Decoded, Evidence]:

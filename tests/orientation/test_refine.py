@@ -8,7 +8,7 @@ from stemkit.orientation.confidence import FEATURE_NAMES, ConfidenceModel, relia
 from stemkit.orientation.decode import Decoded
 from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.metrics import disorientation_deg
-from stemkit.orientation.refine import ReflectionTable, excitation_error, refine_candidates, skew_exp
+from stemkit.orientation.refine import ReflectionTable, RefinementSettings, excitation_error, refine_candidates, skew_exp
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal
@@ -142,3 +142,21 @@ def test_confidence_probability_reads_evidence():
                         complete=np.ones(n), rms=np.zeros(n), matched=np.ones(n))
     p = model.probability(evidence, _decoded(np.repeat(np.eye(3)[None], n, 0)), np.full(n, 5))
     assert p[0] < 0.5 < p[2] and abs(p[1] - 0.5) < 1e-6
+
+
+def test_repeated_starts_are_refined_once_and_share_the_result():
+    from stemkit.orientation.selection import TWIN, _refine_distinct, first_of_same
+
+    cu = crystal("Cu")
+    rotation = quaternion_to_matrix(random_quaternions(2, seed=8)).astype(np.float32)
+    symmetric = rotation[0] @ cu.point_group.rotations[5].astype(np.float32)  # the same orientation, other matrix
+    start = torch.tensor(np.stack([[rotation[0], symmetric, TWIN.numpy() @ rotation[0], rotation[1]]]))
+    symmetry = torch.tensor(np.array(cu.point_group.rotations), dtype=torch.float32)
+    assert first_of_same(start, symmetry).tolist() == [[0, 0, 2, 3]]
+    peaks = clean_peaks("Cu", rotation[:1].astype(np.float64))
+    table = ReflectionTable.of(cu)
+    shared = _refine_distinct(*peaks, start, table, symmetry, beam_energy_kev=300.0, settings=RefinementSettings())
+    alone = refine_candidates(*peaks, start, table, beam_energy_kev=300.0)
+    np.testing.assert_array_equal(shared.rotations[0, 1].numpy(), shared.rotations[0, 0].numpy())
+    np.testing.assert_allclose(shared.score[0, [0, 2, 3]].numpy(), alone.score[0, [0, 2, 3]].numpy(), atol=1e-5)
+    assert shared.score[0, 1] == shared.score[0, 0]
