@@ -56,7 +56,10 @@ class IndexingSettings:
 
 @dataclass(frozen=True)
 class PairLibrary:
-    """Pairs of a phase's reflections ``(first, second)`` in the crystal frame, with their lengths and angle."""
+    """Pairs of a phase's reflections ``(first, second)`` in the crystal frame, with their lengths and angle.
+
+    Sorted by ``length_first`` (ascending), so that the pairs a measured length can match are one band.
+    """
 
     first: torch.Tensor  # (L, 3)
     second: torch.Tensor  # (L, 3)
@@ -82,11 +85,12 @@ class PairLibrary:
         highest = np.cos(np.deg2rad(MIN_ANGLE_DEG))
         r_index, s_index = np.nonzero((cosine > lowest) & (cosine < highest))
         first, second = representatives[r_index], strong[s_index]
+        order = np.argsort(np.linalg.norm(first, axis=1), kind="stable")  # by |first|: index_pairs reads a band
+        first, second, angle = first[order], second[order], np.arccos(cosine[r_index, s_index])[order]
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         return cls(first=as_tensor(first), second=as_tensor(second),
                    length_first=as_tensor(np.linalg.norm(first, axis=1)),
-                   length_second=as_tensor(np.linalg.norm(second, axis=1)),
-                   angle=as_tensor(np.arccos(cosine[r_index, s_index])))
+                   length_second=as_tensor(np.linalg.norm(second, axis=1)), angle=as_tensor(angle))
 
     def __len__(self) -> int:
         return int(self.first.shape[0])
@@ -125,6 +129,15 @@ def _measured_pairs(q: torch.Tensor, weight: torch.Tensor, settings: IndexingSet
     strength = torch.where(usable, weight[:, i] * weight[:, j], torch.full_like(cosine, -1.0))
     keep = strength.topk(min(settings.pairs, strength.shape[1]), dim=1).indices
     return i[keep], j[keep], torch.gather(usable, 1, keep)
+
+
+def _band(sorted_values: torch.Tensor, centre: torch.Tensor, half_width: torch.Tensor) -> torch.Tensor:
+    """``(..., W)`` indices of the ``sorted_values`` within ``half_width`` of each ``centre`` (-1 pads the shorter bands)."""
+    low = torch.searchsorted(sorted_values, (centre - half_width).contiguous())
+    high = torch.searchsorted(sorted_values, (centre + half_width).contiguous(), right=True)
+    width = max(1, int((high - low).max()) if high.numel() else 1)
+    index = low[..., None] + torch.arange(width)
+    return torch.where(index < high[..., None], index, torch.full_like(index, -1))
 
 
 def _bisector_frame(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -172,14 +185,19 @@ def index_pairs(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, librar
     la, lb = one.norm(dim=-1), two.norm(dim=-1)
     angle = torch.arccos(((one * two).sum(-1) / (la * lb).clamp_min(1e-12)).clamp(-1.0, 1.0))
     tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
-    cost = (((la[..., None] - library.length_first) / tolerance(la)[..., None]) ** 2
-            + ((lb[..., None] - library.length_second) / tolerance(lb)[..., None]) ** 2
-            + ((angle[..., None] - library.angle) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)  # (B, 2M, L)
-    cost = torch.where(valid[..., None] & (cost < 9.0), cost, torch.full_like(cost, torch.inf))
+    # a match costs < 9 only if |la - length_first| < 3 tolerances: the library band of each measured pair
+    band = _band(library.length_first, la, 3.0 * tolerance(la))  # (B, 2M, W) library entries
+    inside = band >= 0
+    band = band.clamp_min(0)
+    cost = (((la[..., None] - library.length_first[band]) / tolerance(la)[..., None]) ** 2
+            + ((lb[..., None] - library.length_second[band]) / tolerance(lb)[..., None]) ** 2
+            + ((angle[..., None] - library.angle[band]) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)
+    cost = torch.where(valid[..., None] & inside & (cost < 9.0), cost, torch.full_like(cost, torch.inf))
     flat = cost.reshape(cost.shape[0], -1)
     count = min(settings.candidates, flat.shape[1])
     best_cost, best = flat.topk(count, dim=1, largest=False)
-    pair, entry = best // len(library), best % len(library)
+    pair = best // band.shape[-1]
+    entry = torch.gather(band.reshape(band.shape[0], -1), 1, best)
     lab = _bisector_frame(one[rows, pair], two[rows, pair])  # (B, C, 3, 3)
     crystal = _bisector_frame(library.first[entry], library.second[entry])
     rotations = lab @ crystal.transpose(-1, -2)
