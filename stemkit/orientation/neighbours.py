@@ -5,7 +5,8 @@ orientation found in one pattern is a good guess for the patterns around it. A p
 answer few of its neighbours share (a lone pixel in a grain: a wrong candidate chosen, the
 right one never proposed, or the wrong phase read from a handful of disks) is **offered** the
 orientations its neighbours agree on, each refined against *this* pattern's peaks in the
-neighbour's phase exactly as its own candidates were (:mod:`stemkit.orientation.refine`). An
+neighbour's phase (:mod:`stemkit.orientation.refine`; being a grain's orientation, close already, it is
+polished at the final tolerances only, which also keeps it from wandering off the grain's). An
 offer is adopted only when it scores higher than everything the pattern proposed itself: the
 pattern's own evidence decides, never a vote, so a genuinely different pixel (a small grain,
 a twin lamella, a precipitate) keeps its own answer, and patterns between grains take
@@ -36,6 +37,7 @@ from stemkit.orientation.selection import AMBIGUITY_RATIO, Evidence
 from stemkit.preprocess.kernels import run_in_threads
 
 OFFER_BATCH = 256  # offers refined at a time (one thread each)
+OFFER_ITERATIONS = 2  # an offer is a grain's orientation, close already: polished at the final tolerances only
 PAIR_CHUNK = 16_384  # orientation pairs compared at a time
 
 PeaksOf = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -240,7 +242,9 @@ def _refine(offers: _Offers, peaks_of: PeaksOf, tables: Sequence[ReflectionTable
         kx, ky, weight = peaks_of(offers.owner[members])
         start = torch.as_tensor(offers.rotation[members], dtype=torch.float32)[:, None]
         return refine_candidates(kx, ky, weight, start, tables[index], beam_energy_kev=beam_energy_kev,
-                                 settings=refinement)
+                                 settings=polish)
+
+    polish = replace(refinement, iterations=OFFER_ITERATIONS)
 
     for (_, members), refined in zip(parts, run_in_threads(refine_part, parts)):
         out["rotation"][members] = refined.rotations[:, 0].double().numpy()
