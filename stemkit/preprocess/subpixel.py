@@ -62,6 +62,11 @@ class TemplateFit:
         basis *= np.any(bank != 0, axis=0)[:, None]  # no weight, however small, beyond the bank's reach
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.basis, self.coefficients, self.norms = as_tensor(basis), as_tensor(coefficients.T), as_tensor(norms)
+        # the whole-pixel shifts alone (integer=True): a product with their columns only
+        whole = np.flatnonzero(np.isclose(self.shifts, np.round(self.shifts)))
+        self.whole_shifts = self.shifts[whole]
+        whole_flat = (whole[:, None] * len(self.shifts) + whole[None, :]).ravel()
+        self.whole_coefficients, self.whole_norms = self.coefficients[:, whole_flat], self.norms[whole_flat]
         self.n_eff = float(1.0 / np.mean(norms**2))  # effective counts per unit of template-weighted mean
         self.design_basis = None if design is None else design.T @ self.basis  # (3, L): a plane's components
 
@@ -88,21 +93,19 @@ class TemplateFit:
 
     def fit_components(self, components: torch.Tensor, integer: bool = False):
         """:meth:`fit` from the windows' ``(m, L)`` components in :attr:`basis` (see there)."""
-        g = len(self.shifts)
-        correlation = (components @ self.coefficients).reshape(-1, g, g)
-        if integer:
-            whole = torch.zeros(g, dtype=torch.bool, device=components.device)
-            whole[:: round(1 / self.step)] = True
-            correlation = torch.where(whole[:, None] & whole[None, :], correlation, -torch.inf)
+        shifts, coefficients, norms = (self.whole_shifts, self.whole_coefficients, self.whole_norms) if integer else \
+            (self.shifts, self.coefficients, self.norms)
+        g = len(shifts)
+        correlation = (components @ coefficients).reshape(-1, g, g)
         best = correlation.reshape(len(components), -1).argmax(dim=1)
         i, j = best // g, best % g
         on_edge = (i == 0) | (i == g - 1) | (j == 0) | (j == g - 1)
-        shifts = torch.as_tensor(self.shifts, dtype=torch.float32, device=components.device)
+        shifts = torch.as_tensor(shifts, dtype=torch.float32, device=components.device)
         offset = torch.stack([shifts[i], shifts[j]], dim=1)
         if not integer:
             offset = offset + self.step * _vertex_offsets(correlation, i.clamp(1, g - 2), j.clamp(1, g - 2))
         rows = torch.arange(len(components), device=components.device)
-        weighted = correlation[rows, i, j] * self.norms[best]
+        weighted = correlation[rows, i, j] * norms[best]
         return offset, weighted, on_edge
 
 
