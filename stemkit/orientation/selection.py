@@ -28,7 +28,7 @@ from stemkit.orientation.refine import Refined, ReflectionTable, RefinementSetti
 TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
 AMBIGUITY_RATIO = 0.985
 REFINE_PEAKS = 24  # strongest peaks used by the refinement
-INDEXED_CANDIDATES = 2  # orientations from peak-pair indexing added to the model's, each with its twin
+INDEXED_CANDIDATES = 3  # orientations from peak-pair indexing added to the model's, each with its twin
 SAME_START_DEG = 1.0  # candidates of a pattern closer than this are one start: refined once (a third of them)
 
 
@@ -68,9 +68,10 @@ def candidates_of(decoded: Decoded) -> torch.Tensor:
 
 
 def indexed_candidates(peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor], library: PairLibrary,
-                       symmetry: torch.Tensor, *, beam_energy_kev: float,
-                       keep: int = INDEXED_CANDIDATES) -> torch.Tensor:
-    """``(n, 2 keep, 3, 3)``: the ``keep`` best-supported orientations from peak-pair indexing and their twins."""
+                       symmetry: torch.Tensor, *, beam_energy_kev: float, keep: int | None = None) -> torch.Tensor:
+    """``(n, 2 keep, 3, 3)``: the ``keep`` (default :data:`INDEXED_CANDIDATES`) best-supported orientations from
+    peak-pair indexing and their twins."""
+    keep = INDEXED_CANDIDATES if keep is None else keep
     kx, ky, weight = peaks
     k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
     rotations, cost = index_pairs(kx, ky, weight, library, k0=k0)
@@ -120,7 +121,7 @@ def select(
     candidates = candidates_of(decoded)
     n, c = candidates.shape[:2]
     if libraries is not None:
-        c += 2 * INDEXED_CANDIDATES
+        c += 2 * INDEXED_CANDIDATES  # indexed_candidates' default keep, with twins
     rotations = torch.zeros(n, len(tables), c, 3, 3)
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
