@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     orient.add_argument("--k-step", type=float, default=None, help="detector pixel size in 1/Å")
     orient.add_argument("--device", default="cpu")
     orient.add_argument("--all-phases", action="store_true", help="let the refinement choose the phase too")
+    orient.add_argument("--no-neighbours", action="store_true",
+                        help="do not offer doubtful patterns their scan neighbours' orientations (for scattered, "
+                             "unrelated patterns laid out as a scan)")
     orient.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     orient.add_argument("--no-progress", action="store_true")
     orient.set_defaults(run=_run_orient)
@@ -246,7 +249,7 @@ def _run_orient(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     by_blocks = args.output.suffix == ".zarr"  # lazy, written block by block, resumable
     result = mapper.predict(data, device=args.device, progress=not args.no_progress, all_phases=args.all_phases,
-                            lazy=by_blocks)
+                            neighbours=not args.no_neighbours, lazy=by_blocks)
     _save_result(result, args, start, by_blocks=by_blocks)
     return 0
 

@@ -49,6 +49,9 @@ def test_train_then_orient_a_file(tmp_path, capsys):
     assert result["quaternion"].shape == (4, 3, 4) and "confidence" in result
     assert main(["orient", str(cube), "-o", str(out), "--weights", str(weights), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    alone = tmp_path / "alone.nc"
+    assert main(["orient", str(cube), "-o", str(alone), "--weights", str(weights), "--no-progress", "--no-neighbours"]) == 0
+    assert not load(alone)["from_neighbour"].values.any()
 
 
 def test_orient_writes_zarr_block_by_block_and_resumes_an_interrupted_run(tmp_path, capsys, monkeypatch):
