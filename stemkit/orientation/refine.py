@@ -165,20 +165,22 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
     (none was seen there). With a ``pool`` ``(B, C, N)`` of table indices (an earlier, wider
     choice), only those are ranked.
     """
+    # only the beam component of R g is needed: the lateral length follows from |g| (a third of the work)
+    beam = rotations[..., 2, :]  # (B, C, 3)
     if pool is None:
         # the table is sorted by |g|: reflections beyond every pattern's reach are a tail, cut before the work
-        within = int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True))
-        g_table = table.g[:max(within, 1)]
-        g_lab = torch.einsum("bcij,nj->bcni", rotations, g_table)
-        amplitude = table.amplitude[:g_table.shape[0]]
+        within = max(1, int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True)))
+        g_z = torch.einsum("bcj,nj->bcn", beam, table.g[:within])
+        length2, amplitude = table.length[:within] ** 2, table.amplitude[:within]
     else:
-        g_lab = torch.einsum("bcij,bcnj->bcni", rotations, table.g[pool])
-        amplitude = table.amplitude[pool]
-    s = excitation_error(g_lab, k0)
-    lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)
+        g_z = torch.einsum("bcj,bcnj->bcn", beam, table.g[pool])
+        length2, amplitude = table.length[pool] ** 2, table.amplitude[pool]
+    lateral2 = (length2 - g_z ** 2).clamp_min(0.0)
+    s = -lateral2 / (k0 + torch.sqrt((k0 * k0 - lateral2).clamp_min(0.0))) - g_z
+    lateral = torch.sqrt(lateral2)
     closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * amplitude
     closeness = torch.where(lateral <= reach[:, None, None], closeness, torch.full_like(closeness, torch.inf))
-    count = min(count, g_lab.shape[2])
+    count = min(count, g_z.shape[2])
     index = closeness.topk(count, dim=-1, largest=False).indices
     if pool is not None:
         index = torch.gather(pool, -1, index)
