@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dask.array as da
@@ -12,6 +13,22 @@ import xarray as xr
 import stemkit
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_environment():
+    """Leave the process environment as each test module found it (module scope: set up before, and torn
+    down after, the module's own fixtures, such as a dask cluster).
+
+    Libraries change it behind the tests' back: distributed's nanny sets OMP_NUM_THREADS=1 (and MKL_,
+    OPENBLAS_ and MALLOC_TRIM_THRESHOLD_) in this process before it spawns workers, and every later
+    subprocess (a notebook's kernel, the JupyterLab test's server and kernel) then ran torch on one thread.
+    """
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def make_cube(shape=(5, 7, 24, 26), *, dtype="float32", seed=0, k_step=0.025) -> xr.DataArray:

@@ -40,4 +40,32 @@ class View(param.Parameterized):
         return self.__panel__().servable(title=title)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return self.__panel__()._repr_mimebundle_(include, exclude)
+        layout = self.__panel__()
+        bundle = layout._repr_mimebundle_(include, exclude)
+        acknowledge_on_open(layout)
+        return bundle
+
+
+def acknowledge_on_open(layout: pn.viewable.Viewable) -> None:
+    """Make each Jupyter comm by which the page sends ``layout``'s events to the kernel acknowledge its opening.
+
+    panel's page side sends a view's events (a tap) and changes over this comm and, once it has sent a
+    message, holds back the next ones until the kernel acknowledges it; after 5 s without an answer it sends
+    again only when a new event comes. ipykernel 7 handles comm messages at once even while a cell runs, but
+    a comm's opening can wait behind that cell: with "Run All", a view displayed by one cell sent its first
+    message while the next cell ran, the kernel dropped it (no such comm yet) and never answered, and a tap in
+    the following 5 s stayed in the page until some later event. An acknowledgement sent when the comm opens
+    releases what the page holds back. (A no-op outside Jupyter: ``layout`` then has no comms.)
+    """
+    for _, client_comm in getattr(layout, "_comms", {}).values():
+        opened = getattr(client_comm, "_on_open", None)
+        if getattr(opened, "acknowledges", False):
+            continue
+
+        def on_open(message, opened=opened, client_comm=client_comm) -> None:
+            if opened is not None:
+                opened(message)
+            client_comm.send(metadata={"msg_type": "Ready", "content": ""})
+
+        on_open.acknowledges = True
+        client_comm._on_open = on_open
