@@ -104,8 +104,7 @@ class TemplateFit:
         offset = torch.stack([shifts[i], shifts[j]], dim=1)
         if not integer:
             offset = offset + self.step * _vertex_offsets(correlation, i.clamp(1, g - 2), j.clamp(1, g - 2))
-        rows = torch.arange(len(components), device=components.device)
-        weighted = correlation[rows, i, j] * norms[best]
+        weighted = correlation.reshape(len(components), -1).gather(1, best[:, None])[:, 0] * norms[best]
         return offset, weighted, on_edge
 
 
@@ -118,14 +117,15 @@ def _argmax_rows(x: torch.Tensor) -> torch.Tensor:
 
 def _vertex_offsets(correlation: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """``(m, 2)``: the vertex of the parabola through the best grid value and its two neighbours, per axis."""
-    rows = torch.arange(len(i), device=i.device)
-    centre = correlation[rows, i, j]
+    g = correlation.shape[2]
+    centre = (i * g + j)[:, None]
+    steps = torch.tensor([0, -g, g, -1, 1], device=i.device)
+    centre, up, down, left, right = correlation.reshape(len(i), -1).gather(1, centre + steps).unbind(1)  # one read
     out = []
-    for left, right in ((correlation[rows, i - 1, j], correlation[rows, i + 1, j]),
-                        (correlation[rows, i, j - 1], correlation[rows, i, j + 1])):
-        curvature = left - 2 * centre + right
+    for before, after in ((up, down), (left, right)):
+        curvature = before - 2 * centre + after
         ok = curvature < 0
-        out.append(torch.where(ok, 0.5 * (left - right) / torch.where(ok, curvature, -1.0), 0.0).clamp(-0.5, 0.5))
+        out.append(torch.where(ok, 0.5 * (before - after) / torch.where(ok, curvature, -1.0), 0.0).clamp(-0.5, 0.5))
     return torch.stack(out, dim=1)
 
 
