@@ -29,7 +29,7 @@ import stemkit  # noqa: E402
 import timing  # noqa: E402
 import torch  # noqa: E402
 import xarray as xr  # noqa: E402
-from stemkit.preprocess import find_peaks  # noqa: E402
+from stemkit.preprocess import find_peaks, workers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PARAMS = {"threshold": 5.0, "max_peaks": 64, "subpixel": "fit", "noise": "poisson"}
@@ -64,6 +64,13 @@ def code_version() -> str:
     return f"{commit}{' + uncommitted stemkit/preprocess changes' if dirty else ''}, peaks.py sha256 {digest}"
 
 
+def parallelism() -> str:
+    """How find_peaks runs its blocks with more than one torch thread: worker processes, or threads."""
+    if torch.get_num_threads() == 1:
+        return "this thread"
+    return "this thread + worker processes" if workers.available() else "Python threads"
+
+
 def run_file(path: Path, out: Path, repeat: int, min_time: float) -> None:
     """Warm up, time ``repeat`` measurements of at least ``min_time`` s on the whole stack, save the peaks of the last run."""
     with np.load(path) as f:
@@ -77,7 +84,8 @@ def run_file(path: Path, out: Path, repeat: int, min_time: float) -> None:
     label = f"stemkit-t{torch.get_num_threads()}"
     np.savez(out / f"{label}_{path.stem}.npz", row=row, col=col, intensity=peaks.intensity.values.reshape(n, -1),
              significance=peaks.significance.values.reshape(n, -1), seconds=np.array(seconds), runs=np.array(runs), n_patterns=n,
-             params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads(), "code": code_version()}))
+             params=json.dumps(PARAMS | {"probe": "vacuum", "torch_threads": torch.get_num_threads(), "workers": parallelism(),
+                                         "code": code_version()}))
     print(f"{label} {path.stem}: {timing.describe(n, seconds, runs)}; {np.isfinite(row).sum() / n:.1f} peaks/pattern", flush=True)
 
 
@@ -94,7 +102,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"stemkit {stemkit.__version__ if hasattr(stemkit, '__version__') else ''}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; code {code_version()}")
+          f"{torch.get_num_threads()} threads ({parallelism()}); code {code_version()}")
     for path in sorted(args.data.glob("*.npz")):
         if args.only in path.name:
             run_file(path, args.out, args.repeat, args.min_time)
