@@ -153,3 +153,35 @@ def test_an_ambiguous_pattern_takes_the_alternative_its_neighbours_share(tables,
     same, _, _ = offer_neighbours(decoded, evidence, (3, 3), lambda i: tuple(p[i] for p in peaks), tables, symmetry,
                                   beam_energy_kev=ENERGY, settings=untouched)
     np.testing.assert_array_equal(same.rotation, decoded.rotation)
+
+
+def test_patterns_whose_neighbours_split_between_an_orientation_and_its_twin_are_flagged(tables, symmetry):
+    from stemkit.orientation.selection import TWIN
+
+    grain = quaternion_to_matrix(random_quaternions(1, seed=61))
+    peaks = scan_of([clean_peaks("Cu", grain)] * 25)
+    twin = TWIN.double().numpy() @ grain[0]
+    checkerboard = (np.add.outer(np.arange(5), np.arange(5)) % 2).ravel().astype(bool)
+    rotations = np.where(checkerboard[:, None, None], twin, grain[0])
+    decoded, evidence = refined_answers(peaks, rotations, np.zeros(25, int), tables)
+    only_twins = NeighbourSettings(sweeps=0, break_ties=False)
+    new, new_evidence, _ = offer_neighbours(decoded, evidence, (5, 5), lambda i: tuple(p[i] for p in peaks), tables,
+                                            symmetry, beam_energy_kev=ENERGY, settings=only_twins)
+    assert new.ambiguous.all()
+    group = [crystal("Cu").point_group]
+    answer_right = disorientation_deg(new.rotation, np.repeat(grain, 25, 0), np.zeros(25, int), group) < 5
+    alternative_right = disorientation_deg(new.alternative, np.repeat(grain, 25, 0), np.zeros(25, int), group) < 5
+    assert (answer_right | alternative_right).all() and (answer_right == ~checkerboard).all()
+    assert (new_evidence.alternative_score > 0).all() and (new.separation_deg > 5).all()
+    # one grain that agrees with itself is not flagged, and nor is a 4-fold zone axis, whose twin is itself
+    whole, whole_evidence = refined_answers(peaks, np.repeat(grain, 25, 0), np.zeros(25, int), tables)
+    same, _, _ = offer_neighbours(whole, whole_evidence, (5, 5), lambda i: tuple(p[i] for p in peaks), tables, symmetry,
+                                  beam_energy_kev=ENERGY, settings=only_twins)
+    assert not same.ambiguous.any()
+    axis = np.eye(3)[None]  # [001] along the beam: 180 deg about it is a symmetry of the cubic crystal
+    on_axis = scan_of([clean_peaks("Cu", axis)] * 25)
+    flipped = np.where(checkerboard[:, None, None], TWIN.double().numpy() @ axis[0], axis[0])
+    decoded, evidence = refined_answers(on_axis, flipped, np.zeros(25, int), tables)
+    new, _, _ = offer_neighbours(decoded, evidence, (5, 5), lambda i: tuple(p[i] for p in on_axis), tables, symmetry,
+                                 beam_energy_kev=ENERGY, settings=only_twins)
+    assert not new.ambiguous.any()
