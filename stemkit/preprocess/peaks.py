@@ -142,12 +142,19 @@ def probe_reference(data: xr.DataArray, probe=None, radius: float | None = None)
 
 
 def _make_finder(reference, radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, with_beam) -> "_PeakFinder":
-    """The peak finder (and beam finder) for a probe image and the parameters of :func:`find_peaks`."""
+    """The peak finder (and beam finder) for a probe image and the parameters of :func:`find_peaks`.
+
+    Built with single-threaded torch: the fit bank's principal components (an eigendecomposition)
+    round differently with more intra-op threads, and the peaks must not depend on how many
+    threads the session that built the finder had (they moved by up to 0.009 px on the lattice
+    benchmark files between a 1- and a 2-thread session).
+    """
     template = np.clip(probe_template(reference, radius_px), 0, None)
     if template.sum() <= 0:
         raise ValueError("the probe template is empty: give a vacuum pattern as probe=, or check the data")
     beam = _BeamFinder(reference, radius_px) if with_beam else None
-    return _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
+    with torch_threads(1):
+        return _PeakFinder(template / template.sum(), radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, beam)
 
 
 _CACHE: OrderedDict = OrderedDict()

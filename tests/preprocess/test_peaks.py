@@ -262,3 +262,21 @@ def test_candidates_ordered_by_pattern_then_strongest_first():
         order = torch.sort(score, descending=True, stable=True).indices
         expected = order[torch.sort(b[order], stable=True).indices]
         assert torch.equal(_by_pattern_strongest_first(b, score), expected)
+
+
+def test_the_peaks_do_not_depend_on_the_threads_of_the_session_that_built_the_finder(moderate_dose, monkeypatch):
+    """The finder (template, fit bank and its principal components) is built single-threaded and cached; a
+    session with two torch threads must find what one with one thread finds, not only reuse its finder."""
+    import stemkit.preprocess.peaks as peaks_module
+
+    data, _ = moderate_dose
+    threads = torch.get_num_threads()
+    found = []
+    try:
+        for count in (2, 1):
+            monkeypatch.setattr(peaks_module, "_CACHE", type(peaks_module._CACHE)())  # a fresh session's cache
+            torch.set_num_threads(count)
+            found.append(find_peaks(data))
+    finally:
+        torch.set_num_threads(threads)
+    xr.testing.assert_identical(*found)
