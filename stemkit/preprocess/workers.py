@@ -14,8 +14,16 @@ travel. Workers run torch single-threaded, ignore Ctrl-C (the parent decides), a
 when the parent closes their socket or exits.
 
 Process workers need ``fork`` and ``memfd_create`` (Linux); elsewhere, with
-``STEMKIT_PROCESS_WORKERS=0`` in the environment, in a worker itself, or for a kernel that
-cannot be pickled, :func:`stemkit.preprocess.kernels.map_patterns` runs threads instead.
+``STEMKIT_PROCESS_WORKERS=0`` in the environment, in a worker itself, in a daemonic process,
+or for a kernel that cannot be pickled, :func:`stemkit.preprocess.kernels.map_patterns`
+runs threads instead.
+
+What a kernel may rely on: its own attributes (pickled with it) and the module globals as
+they were when the worker was forked; not state it changes between blocks, nor globals
+changed later. A fork copies only the forking thread: a lock that another thread of this
+process held at that moment stays held in the worker. The fork happens once, at the first
+call that needs workers (typically ``find_peaks`` on the main thread); should a worker hang
+or fail, ``STEMKIT_PROCESS_WORKERS=0`` goes back to threads.
 """
 
 from __future__ import annotations
