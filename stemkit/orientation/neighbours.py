@@ -65,8 +65,10 @@ class NeighbourSettings:
     offered
         Most distinct neighbour orientations offered to one pattern (those most neighbours share).
     shared_by
-        Least neighbours that must share an orientation for it to be offered: a grain's, not one
-        pattern's (one neighbour's answer may itself be a lone mistake).
+        Least neighbours that must share an orientation for it to be offered. 1 (every neighbour's
+        answer is offered) gained most on every specimen tried, including one grain per pattern,
+        and cost 0.5 point on unrelated patterns laid out as a scan row; 2 offers only
+        orientations of a grain, not of one pattern (see benchmarks/RESULTS.md).
     sweeps
         Most rounds of offers.
     break_ties
@@ -80,7 +82,7 @@ class NeighbourSettings:
     radius: int = 1
     support: float = 0.5
     offered: int = 3
-    shared_by: int = 2
+    shared_by: int = 1
     sweeps: int = 5
     break_ties: bool = True
     twin_radius: int = 2
