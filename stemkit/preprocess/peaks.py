@@ -121,6 +121,7 @@ def find_peaks(
     if radius is None:
         radius = _cached(("radius", digest), lambda: radius_px_of(reference)) * step
     radius_px = radius / step
+    _check_room(data, radius_px)
     spacing_px = (min_spacing / step) if min_spacing is not None else 2 * radius_px
     settings = (radius_px, spacing_px, threshold, max_peaks, subpixel, noise, device, positions is None)
     finder = _cached(("finder", digest, *settings, str(torch.device(device))), lambda: _make_finder(reference, *settings))
@@ -129,6 +130,20 @@ def find_peaks(
         positions = positions_dataset(data, raw[:, :, max_peaks, :2].astype(np.float64), method="com", radius_px=radius_px)
     attrs = locals_for_attrs(threshold, spacing_px * step, max_peaks, subpixel, noise, radius)
     return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs, k_step)
+
+
+MIN_PATTERN_PX = 32  # smallest pattern side find_peaks works on (also at least 6 disk radii + 8 px)
+
+
+def _check_room(data: xr.DataArray, radius_px: float) -> None:
+    """Refuse patterns too small to hold a disk, the ring that measures its background, and room around them."""
+    rows, cols = data.sizes["ky"], data.sizes["kx"]
+    needed = max(MIN_PATTERN_PX, int(np.ceil(6.0 * radius_px + 8.0)))
+    if min(rows, cols) < needed:
+        raise ValueError(f"patterns of {rows} x {cols} px are too small to find Bragg disks of radius {radius_px:.1f} px "
+                         f"in: find_peaks needs at least {needed} x {needed} px (the disk, the ring around it that "
+                         f"measures the background, and room to move); use patterns binned or cropped less, or "
+                         f"virtual detectors (data.stem.virtual_image) for such small patterns")
 
 
 def probe_reference(data: xr.DataArray, probe=None, radius: float | None = None) -> tuple[np.ndarray, float]:
@@ -438,7 +453,9 @@ class _Screen:
         self.edge = max(1, int(np.ceil(np.ceil(radius_px) / factor)))
         binned = _binned_template(template, factor, self.shape)
         binned /= binned.sum()
-        annulus = _annulus_image(self.shape, (radius_px + 2.0) / factor, (radius_px + 4.0) / factor)
+        inner = (radius_px + 2.0) / factor
+        # at least one bin wide: a thinner ring can miss every bin centre (disks of 15 px binned by 7 did)
+        annulus = _annulus_image(self.shape, inner, max((radius_px + 4.0) / factor, inner + 1.0))
         self.annulus_pixels = float(annulus.sum())
         self.excess_ft = _kernel_ft(binned - annulus / annulus.sum(), device)
         self.annulus_ft = _kernel_ft(annulus / annulus.sum(), device)

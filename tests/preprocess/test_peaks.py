@@ -216,6 +216,35 @@ def test_all_zero_data_is_refused_clearly():
         find_peaks(data, radius=0.05)
 
 
+def test_patterns_too_small_for_a_disk_and_its_ring_are_refused_clearly():
+    rows, cols = np.indices((8, 8))
+    disk = ((rows - 4) ** 2 + (cols - 4) ** 2 <= 4).astype(float) * 100
+    data = stemkit.datacube(np.broadcast_to(disk, (2, 2, 8, 8)).copy(), k_step=0.02, beam_energy_kev=300)
+    with pytest.raises(ValueError, match=r"patterns of 8 x 8 px are too small .* at least 32 x 32 px"):
+        find_peaks(data)
+    rows, cols = np.indices((32, 32))
+    disks = sum(((rows - r) ** 2 + (cols - c) ** 2 <= 4).astype(float) for r, c in ((16, 16), (16, 24))) * 200 + 1
+    smallest = stemkit.datacube(np.random.default_rng(0).poisson(np.broadcast_to(disks, (2, 2, 32, 32))).astype(float),
+                                k_step=0.02, beam_energy_kev=300)
+    assert (find_peaks(smallest, radius=0.04).n_peaks.values == 2).all()  # the smallest side accepted: both disks
+
+
+@pytest.mark.parametrize("radius_px", [15, 20])
+def test_large_disks_are_found(radius_px):
+    """Disks of 15-20 px (a large aperture on a 256 px detector) bin by 7-10 in the screen; its background ring
+    must still cover bins (it once held none, and find_peaks divided by zero)."""
+    rows, cols = np.indices((256, 256))
+    centres = ((128, 128), (128, 128 + 3 * radius_px), (128 - 3 * radius_px, 128))
+    brightness = (200, 50, 50)  # the direct beam brightest, as in real patterns
+    disks = sum(b * ((rows - r) ** 2 + (cols - c) ** 2 <= radius_px**2) for (r, c), b in zip(centres, brightness)) + 1.0
+    data = stemkit.datacube(np.random.default_rng(1).poisson(np.broadcast_to(disks, (1, 2, 256, 256))).astype(float),
+                            k_step=0.01, beam_energy_kev=300)
+    peaks = find_peaks(data, radius=radius_px * 0.01)
+    assert (peaks.n_peaks.values == 3).all()  # the direct beam and both diffracted disks
+    found = np.sort(np.hypot(peaks.kx.values[0, 0, :3], peaks.ky.values[0, 0, :3]))
+    np.testing.assert_allclose(found, [0.0, 3 * radius_px * 0.01, 3 * radius_px * 0.01], atol=0.01)
+
+
 def test_bad_arguments(moderate_dose):
     data, _ = moderate_dose
     with pytest.raises(ValueError, match="subpixel"):
