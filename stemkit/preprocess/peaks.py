@@ -132,13 +132,13 @@ def find_peaks(
     return _peaks_dataset(data, raw[:, :, :max_peaks], positions.compute(), attrs, k_step)
 
 
-MIN_PATTERN_PX = 32  # smallest pattern side find_peaks works on (also at least 6 disk radii + 8 px)
+MIN_PATTERN_PX = 16  # smallest pattern side find_peaks works on (also at least 6 disk radii + 10 px)
 
 
 def _check_room(data: xr.DataArray, radius_px: float) -> None:
     """Refuse patterns too small to hold a disk, the ring that measures its background, and room around them."""
     rows, cols = data.sizes["ky"], data.sizes["kx"]
-    needed = max(MIN_PATTERN_PX, int(np.ceil(6.0 * radius_px + 8.0)))
+    needed = max(MIN_PATTERN_PX, int(np.ceil(6.0 * radius_px + 10.0 - 1e-6)))
     if min(rows, cols) < needed:
         raise ValueError(f"patterns of {rows} x {cols} px are too small to find Bragg disks of radius {radius_px:.1f} px "
                          f"in: find_peaks needs at least {needed} x {needed} px (the disk, the ring around it that "
