@@ -27,7 +27,7 @@ import numpy as np
 import panel as pn
 
 import stemkit
-from stemkit.viz import explore
+from stemkit.viz import Explorer, explore
 from stemkit.viz.patterns import PatternReader
 
 sys.path.insert(0, ".")
@@ -48,6 +48,22 @@ IN_PAGE_TIMER = """() => {
     }
   }
 }"""
+
+
+SERVER_MS: list[float] = []  # from the tap event reaching Python to its pattern handed to the websocket
+
+
+def time_server_side() -> None:
+    """Record how long the server spends on each tap (:meth:`Explorer._on_map_event`, which reads the pattern and
+    puts it, its title and the marker into the page's models)."""
+    handle = Explorer._on_map_event
+
+    def timed(self, event):
+        start = time.perf_counter()
+        handle(self, event)
+        SERVER_MS.append(1000 * (time.perf_counter() - start))
+
+    Explorer._on_map_event = timed
 
 
 def python_reads(data) -> tuple[list[float], list[float]]:
@@ -117,12 +133,14 @@ def main(path: str) -> None:
     cold, warm = python_reads(data)
     print(f"python, one pattern, new chunk:   {summary(cold)}")
     print(f"python, one pattern, cached chunk: {summary(warm)}")
+    time_server_side()
     cold, warm, bf = browser_taps(data)
     print(f"served app, full BF image (open to done): {bf:.0f} s")
     print(f"served app, click to pattern shown, new chunk:    {summary(cold)}")
     print(f"served app, click to pattern shown, cached chunk: {summary(warm)}")
     print(f"  timed in the page (press -> new title applied), new chunk: {summary(IN_PAGE_COLD)}")
     print(f"  timed in the page (press -> new title applied), nearby:    {summary(IN_PAGE_WARM)}")
+    print(f"  server side (tap event in -> pattern handed to the websocket), all taps: {summary(SERVER_MS)}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 

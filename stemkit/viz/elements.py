@@ -73,6 +73,18 @@ def rgb_map(rgb: np.ndarray, x: np.ndarray, y: np.ndarray, *, title: str, name: 
     )
 
 
+def pattern_display(
+    values: np.ndarray, *, log: bool = True, limits: tuple[float, float] = (0.5, 99.9),
+    clim: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """What a pattern image shows: the values as float32 (half the bytes of float64 on the wire) and, with
+    ``log``, those below the lower colour limit raised to it (no zeros on a log scale); and the colour limits
+    (``clim``, or the ``limits`` percentiles)."""
+    values = np.asarray(values, dtype=np.float32)
+    clim = clim if clim is not None else percentile_limits(values, limits, log=log)
+    return (np.clip(values, np.float32(clim[0]), None) if log else values), clim
+
+
 def pattern_image(
     values: np.ndarray,
     kx: np.ndarray,
@@ -90,9 +102,7 @@ def pattern_image(
 
     With ``log``, values below the lower colour limit are shown at it (no zeros on a log scale).
     """
-    values = np.asarray(values, dtype=float)
-    clim = clim if clim is not None else percentile_limits(values, limits, log=log)
-    shown = np.clip(values, clim[0], None) if log else values
+    shown, clim = pattern_display(values, log=log, limits=limits, clim=clim)
     return hv.Image((kx, ky, shown), kdims=K_KDIMS, vdims=[hv.Dimension("intensity")]).opts(
         title=title, cmap=cmap, clim=clim, logz=log, colorbar=True, invert_yaxis=True, **frame(kx, ky),
         tools=list(tools), backend_opts={"plot.name": name}, toolbar="above",

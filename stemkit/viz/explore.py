@@ -14,17 +14,16 @@ import time
 
 import dask
 import holoviews as hv
-from holoviews.core.util import dimension_sanitizer
+from bokeh.events import DoubleTap, MouseMove, Tap
 import numpy as np
 import panel as pn
 import param
 import xarray as xr
-from panel.io.document import unlocked
 
 from stemkit.preprocess.centering import radius_px_of
 from stemkit.preprocess.detectors import Detector, named_detector
 from stemkit.viz.drawing import SHAPES, describe, detector_from_box, outline
-from stemkit.viz.elements import k_axes, map_image, marker, pattern_image, scan_axes
+from stemkit.viz.elements import k_axes, map_image, marker, pattern_display, pattern_image, scan_axes
 from stemkit.viz.patterns import (
     PatternReader,
     check_cube,
@@ -33,6 +32,7 @@ from stemkit.viz.patterns import (
     scan_index,
     virtual_image_blocks,
 )
+from stemkit.viz.shown import ShownImage, ShownMap, ShownMarker, dispatch, keep, still_shown
 from stemkit.viz.view import View, load_extension
 
 load_extension()
@@ -78,8 +78,9 @@ class Explorer(View):
         self._drawn: Detector | None = None
         self._image = np.full(self.reader.scan_shape, np.nan, dtype=np.float32)
         self._generation = 0
-        self._shown: list[_ShownPattern] = []  # bokeh models of the displayed views, updated in place on a tap
-        self._markers: list[_ShownMarker] = []
+        self._shown: list[ShownImage] = []  # bokeh models of the displayed views, updated in place on a tap
+        self._markers: list[ShownMarker] = []
+        self._maps: list[ShownMap] = []  # displayed map figures: their taps (and pointer) reach _on_map_event
         self._selected: tuple[tuple[int, int], np.ndarray | None] = ((-1, -1), None)
         self.position = (self.reader.scan_shape[0] // 2, self.reader.scan_shape[1] // 2)
         self.last_read_ms = float("nan")
@@ -127,21 +128,20 @@ class Explorer(View):
         where, pattern = self._selected
         if where != (iy, ix):
             pattern = self.reader.pattern(iy, ix)
-        self._shown = [shown for shown in self._shown if shown.alive()]
-        self._markers = [marker_ for marker_ in self._markers if marker_.alive()]
+        self._shown, self._markers = still_shown(self._shown), still_shown(self._markers)
         if not self._shown:
             self.pattern_version += 1
             return
-        values = np.asarray(pattern, dtype=float)
-        clim = percentile_limits(values, self.pattern_limits, log=self.log_scale)
-        shown_values = np.clip(values, clim[0], None) if self.log_scale else values
-        with unlocked():  # a tap arrives outside the document lock; dispatch the changes straight to the browser
+        values, clim = pattern_display(pattern, log=self.log_scale, limits=self.pattern_limits)
+        title = self._pattern_title(iy, ix)
+
+        def change() -> None:
             for shown in self._shown:
-                shown.update(shown_values, clim, self._pattern_title(iy, ix))
+                shown.update(values, clim, title)
             for marker_ in self._markers:
                 marker_.move(self._x[ix], self._y[iy])
-        for kept in [*self._shown, *self._markers]:  # in Jupyter: send the changes over the comm
-            kept.plot.push()
+
+        dispatch(change, [kept.plot for kept in [*self._shown, *self._markers]])
 
     def _pattern_title(self, iy: int, ix: int) -> str:
         return f"Pattern at (y, x) = ({self._y[iy]:.4g}, {self._x[ix]:.4g}) nm [{iy}, {ix}]"
@@ -231,7 +231,7 @@ class Explorer(View):
     def _image_element(self) -> hv.Image:
         clim = percentile_limits(self._image, self.image_limits, log=False)
         return map_image(self._image, self._x, self._y, title=f"Virtual image ({self.detector})",
-                         name="explore-map", clim=clim, label="signal")
+                         name="explore-map", clim=clim, label="signal").opts(hooks=[self._listen_to_map])
 
     @param.depends("pattern_version")
     def _marker_element(self) -> hv.Points:
@@ -248,13 +248,26 @@ class Explorer(View):
 
     def _keep_pattern(self, plot, element) -> None:
         """holoviews hook: remember the pattern's bokeh models so that a tap can update them in place."""
-        shown = _ShownPattern(plot)
-        self._shown = [s for s in self._shown if s.alive() and s.figure is not shown.figure] + [shown]
+        self._shown = keep(self._shown, ShownImage(plot), lambda old, new: old.figure is new.figure)
+
+    def _listen_to_map(self, plot, element) -> None:
+        """holoviews hook: have bokeh call :meth:`_on_map_event` on a tap on the map figure (and on pointer moves
+        while :attr:`follow_pointer` is on), straight from the event (:class:`~stemkit.viz.shown.ShownMap`)."""
+        if not any(shown.figure is plot.state for shown in self._maps):
+            self._maps = [*self._maps, ShownMap(plot, self._on_map_event)]
+        self._follow_pointer()
+
+    @param.depends("follow_pointer", watch=True)
+    def _follow_pointer(self) -> None:
+        """Have the page send pointer moves over the maps from when "follow the pointer" is first ticked (until
+        then none are sent: a tap needs none)."""
+        if self.follow_pointer:
+            for shown in self._maps:
+                shown.follow()
 
     def _keep_marker(self, plot, element) -> None:
         """holoviews hook: remember the marker's data source (moved in place on a tap)."""
-        kept = _ShownMarker(plot, element)
-        self._markers = [m for m in self._markers if m.alive() and m.source is not kept.source] + [kept]
+        self._markers = keep(self._markers, ShownMarker(plot, element), lambda old, new: old.source is new.source)
 
     @param.depends("detector", "image_version")
     def _outline_element(self) -> hv.Path:
@@ -263,13 +276,11 @@ class Explorer(View):
         except ValueError:
             return outline(None)
 
-    def _on_tap(self, x=None, y=None) -> None:
-        if x is not None and y is not None:
-            self.select(*scan_index(self.data, x, y))
-
-    def _on_pointer(self, x=None, y=None) -> None:
-        if self.follow_pointer:
-            self._on_tap(x, y)
+    def _on_map_event(self, event: Tap | DoubleTap | MouseMove) -> None:
+        if isinstance(event, MouseMove) and not self.follow_pointer:
+            return
+        if event.x is not None and event.y is not None:
+            self.select(*scan_index(self.data, event.x, event.y))
 
     def _on_bounds(self, bounds=None) -> None:
         if bounds is None:
@@ -282,8 +293,6 @@ class Explorer(View):
     def panel(self) -> pn.viewable.Viewable:
         image = hv.DynamicMap(self._image_element)
         pattern = hv.DynamicMap(self._pattern_element)
-        hv.streams.Tap(source=image).add_subscriber(self._on_tap)
-        hv.streams.PointerXY(source=image).add_subscriber(self._on_pointer)
         hv.streams.BoundsXY(source=pattern).add_subscriber(self._on_bounds)
         plots = pn.Row(
             pn.pane.HoloViews(image * hv.DynamicMap(self._marker_element), linked_axes=False),
@@ -306,41 +315,6 @@ class Explorer(View):
         status = pn.pane.Str(self.param.status, styles={"font-size": "12px"})
         return pn.Column(pn.pane.Markdown(f"### {_title(self.data)}"), pn.Row(controls, plots),
                          pn.Row(progress, status))
-
-
-class _ShownPattern:
-    """The bokeh models of one displayed pattern view, updated in place on a tap."""
-
-    def __init__(self, plot) -> None:
-        self.plot = plot
-        self.figure = plot.handles["plot"]
-        self.source = plot.handles["source"]
-        self.color_mapper = plot.handles.get("color_mapper")
-
-    def alive(self) -> bool:
-        """Still in a document (a closed notebook view or served session drops out)."""
-        return self.figure.document is not None
-
-    def update(self, values: np.ndarray, clim: tuple[float, float], title: str) -> None:
-        self.source.data = dict(self.source.data, image=[values])
-        self.figure.title.text = title
-        if self.color_mapper is not None:
-            self.color_mapper.update(low=float(clim[0]), high=float(clim[1]))
-
-
-class _ShownMarker:
-    """The data source of one displayed position marker, moved in place on a tap."""
-
-    def __init__(self, plot, element) -> None:
-        self.plot = plot
-        self.source = plot.handles["source"]
-        self.columns = [dimension_sanitizer(d.name) for d in element.kdims]
-
-    def alive(self) -> bool:
-        return self.source.document is not None
-
-    def move(self, x: float, y: float) -> None:
-        self.source.data = dict(self.source.data, **{self.columns[0]: [x], self.columns[1]: [y]})
 
 
 def explore(data: xr.DataArray, *, detector: str | Detector = "BF", beam_radius: float | None = None) -> Explorer:

@@ -7,10 +7,12 @@ import numpy as np
 from stemkit.viz import explore
 from stemkit.physics.specimens import polycrystal
 from tests.viz.browser import (
+    FIND_VIEW,
     click_data,
     drag_data,
     screenshot,
     signature,
+    to_screen,
     wait_for_change,
     wait_for_plot,
     wait_for_text,
@@ -45,6 +47,18 @@ def test_served_explore_links_map_pattern_and_detector(page, serve):
     wait_for_text(page, "[13, 3]")
     expected = cube[13, 3].values
     assert np.isclose(changed["total"], _weighted_sum(np.clip(expected, _log_floor(expected), None)), rtol=1e-4)
+
+    # two taps in quick succession: the second is a double tap to bokeh, and selects too
+    click_data(page, "explore-map", float(cube.scan_x[20]), float(cube.scan_y[2]))
+    click_data(page, "explore-map", float(cube.scan_x[9]), float(cube.scan_y[17]))
+    wait_for_text(page, "[17, 9]")
+
+    # "follow the pointer": the pattern under the pointer, no tap
+    page.locator(".bk-label", has_text="follow the pointer").evaluate("(label) => label.previousElementSibling.click()")
+    page.wait_for_function(f"(name) => {{ {FIND_VIEW} return stemkitFindView(name).model.subscribed_events.has('mousemove'); }}",
+                           arg="explore-map")  # from then on the page sends pointer moves
+    page.mouse.move(*to_screen(page, "explore-map", float(cube.scan_x[27]), float(cube.scan_y[5])))
+    wait_for_text(page, "[5, 27]")
 
     drag_data(page, "explore-pattern", (0.4, 0.4), (1.0, 1.0))  # a circle off the direct beam: a dark-field image
     recomputed = wait_for_change(page, "explore-map", image)
