@@ -12,9 +12,10 @@ from collections.abc import Callable
 import holoviews as hv
 import numpy as np
 import panel as pn
+import param
 import xarray as xr
 
-from stemkit.viz.elements import map_image, pattern_image
+from stemkit.viz.elements import map_image, pattern_display, pattern_image
 from stemkit.viz.linked import LinkedMaps, check_same_scan
 
 COMPONENTS = ("exx", "eyy", "exy")
@@ -59,8 +60,18 @@ class StrainView(LinkedMaps):
             return np.asarray(self.reconstruction.isel(scan_y=iy, scan_x=ix).values, dtype=float)
         return np.asarray(self.reconstruction(iy, ix), dtype=float)
 
-    def _reconstruction_element(self, position, log_scale) -> hv.Element:
-        iy, ix = position
+    def image_at(self, name: str, iy: int, ix: int) -> tuple[np.ndarray, tuple[float, float], str] | None:
+        if name != "strain-reconstruction":
+            return super().image_at(name, iy, ix)
+        values = self.reconstructed(iy, ix)
+        if values is None:
+            return None
+        shown, clim = pattern_display(values, log=self.log_scale)
+        return shown, clim, f"Model reconstruction [{iy}, {ix}]"
+
+    @param.depends("pattern_version", "log_scale")
+    def _reconstruction_element(self) -> hv.Element:
+        iy, ix = self.position
         values = self.reconstructed(iy, ix)
         if values is None:
             return hv.Text(0, 0, "no reconstruction given:\npass reconstruction= to strain_view").opts(
@@ -70,8 +81,8 @@ class StrainView(LinkedMaps):
             kx, ky = self._kx, self._ky
         else:
             kx, ky = np.arange(values.shape[1], dtype=float), np.arange(values.shape[0], dtype=float)
-        return pattern_image(values, kx, ky, title=f"Model reconstruction [{iy}, {ix}]",
-                             name="strain-reconstruction", log=log_scale, cmap="inferno")
+        return pattern_image(values, kx, ky, title=f"Model reconstruction [{iy}, {ix}]", name="strain-reconstruction",
+                             log=self.log_scale, cmap="inferno").opts(hooks=[self.keep_image("strain-reconstruction")])
 
     def map_elements(self) -> dict[str, hv.Image]:
         """The four maps: strain in % on one shared symmetric range, rotation in degrees on its own."""
@@ -89,7 +100,7 @@ class StrainView(LinkedMaps):
         bound = symmetric_limit(self.strain["rotation"].values)
         maps = [self.linked(element) for element in self.map_elements().values()]
         pattern = self.pattern_view("strain-pattern")
-        reconstruction = hv.DynamicMap(pn.bind(self._reconstruction_element, self.param.position, self.param.log_scale))
+        reconstruction = hv.DynamicMap(self._reconstruction_element)
         return pn.Column(
             pn.pane.Markdown(f"### Strain and rotation — strain colours shared, ±{limit:.2g} %; "
                              f"rotation ±{bound:.2g}°"),

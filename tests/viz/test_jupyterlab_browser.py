@@ -372,7 +372,7 @@ def test_views_run_in_jupyterlab_and_answer_taps_through_the_kernel(browser, jup
         page.mouse.move(1, 1)  # no hover tooltip in the screenshot
         screenshot_output(page, 1, "jupyterlab-explore")
 
-        # orientation_view: tap the phase map; the pattern DynamicMap is redrawn over the comm
+        # orientation_view: tap the phase map; Python puts that pattern and its overlays into the figure in place
         scroll_to_plot(page, "orientation-phase")
         before = signature(page, "orientation-pattern")
         click_data(page, "orientation-phase", float(cube.scan_x[2]), float(cube.scan_y[6]))

@@ -82,9 +82,11 @@ def test_served_orientation_view_shows_the_tapped_pattern(specimen, peaks, page,
                  "orientation-pattern", "ipf-key-m-3m"):
         wait_for_plot(page, name)
     before = signature(page, "orientation-pattern")
+    simulated = signature(page, "orientation-pattern", "size")  # the circles of the simulated reflections
     click_data(page, "orientation-phase", float(specimen.scan_x[13]), float(specimen.scan_y[9]))
     wait_for_change(page, "orientation-pattern", before)
     wait_for_text(page, "[9, 13]")
+    wait_for_change(page, "orientation-pattern", simulated, "size")  # another grain and phase: other reflections
     page.mouse.move(1, 1)
     screenshot(page, "orientation-view")
     log.assert_clean()
