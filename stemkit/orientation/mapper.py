@@ -37,7 +37,7 @@ from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.confidence import ConfidenceModel
 from stemkit.orientation.ipf import ipf_colors
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
-from stemkit.orientation.neighbours import NeighbourSettings, offer_neighbours
+from stemkit.orientation.neighbours import NeighbourSettings, neighbour_support, offer_neighbours
 from stemkit.orientation.refine import ReflectionTable
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.orientation.simulate import Augmentation, as_crystals
@@ -264,12 +264,16 @@ class OrientationMapper:
         if lazy:
             return self._lazy_predict(data, batch_size=batch_size, device=device, peak_options=peak_options or {},
                                       refine=refine, all_phases=all_phases, neighbours=neighbours,
-                                      halo=neighbour_settings.reach if refine and neighbour_settings is not None else 0)
+                                      halo=_halo(refine, neighbour_settings))
         peaks = self._peaks_of(data, device, peak_options or {})
         answers = self._answers(peaks, batch_size=batch_size, device=device, progress=progress, refine=refine,
                                 all_phases=all_phases)
-        if refine and neighbour_settings is not None:
-            answers = self._offer_neighbours(peaks, answers, neighbour_settings)
+        if refine:
+            flat = [peaks[v].values.reshape(-1, peaks.sizes["peak"]) for v in PEAK_VARIABLES]
+            answers = self.answers_on_the_map(*flat, answers, scan_shape=tuple(peaks.sizes[d] for d in SCAN_DIMS),
+                                              beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
+                                              beam_radius=float(peaks.attrs["probe_radius"]),
+                                              neighbours=neighbour_settings)
         return self._result(peaks, answers)
 
     def _check_fitted(self) -> None:
@@ -360,26 +364,33 @@ class OrientationMapper:
             answers["confidence"] = model.probability(evidence, decoded, n_peaks)
         return answers
 
-    def _offer_neighbours(self, peaks: xr.Dataset, answers: dict[str, np.ndarray],
-                          settings: NeighbourSettings) -> dict[str, np.ndarray]:
-        """``answers`` after the neighbours' offers (:mod:`stemkit.orientation.neighbours`), confidence re-assessed."""
-        flat = {v: peaks[v].values.reshape(-1, peaks.sizes["peak"]) for v in PEAK_VARIABLES}
-        radius = float(peaks.attrs["probe_radius"])
+    def answers_on_the_map(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray,
+                           answers: dict[str, np.ndarray], *, scan_shape: tuple[int, int], beam_energy_kev: float,
+                           beam_radius: float, neighbours: NeighbourSettings | None = NeighbourSettings()
+                           ) -> dict[str, np.ndarray]:
+        """Refined ``answers`` of a whole scan (from :meth:`answer_arrays`, flat in row-major order) after
+        the neighbours' offers (:mod:`stemkit.orientation.neighbours`; None: none), with the confidence
+        re-assessed with the map's evidence: how many neighbours share each answer.
 
-        def peaks_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return strongest_peaks(*(flat[v][index] for v in PEAK_VARIABLES), radius)
-
+        The map step of :meth:`predict`, also used to calibrate the confidence on simulated scans.
+        """
+        symmetry = SymmetryTable([c.point_group for c in self.crystals_])
         decoded = Decoded(**{name: answers[name] for name in Decoded.__dataclass_fields__})
         evidence = Evidence(**{name: answers["evidence_" + name] for name in Evidence.__dataclass_fields__})
-        decoded, evidence, adopted = offer_neighbours(
-            decoded, evidence, tuple(peaks.sizes[d] for d in SCAN_DIMS), peaks_of, self._reflection_tables(),
-            SymmetryTable([c.point_group for c in self.crystals_]), beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
-            settings=settings, ambiguity_angle=self.ambiguity_angle)
+        adopted = np.zeros(len(evidence.score), bool)
+        if neighbours is not None:
+            def peaks_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                return strongest_peaks(kx[index], ky[index], intensity[index], valid[index], beam_radius)
+
+            decoded, evidence, adopted = offer_neighbours(
+                decoded, evidence, scan_shape, peaks_of, self._reflection_tables(), symmetry,
+                beam_energy_kev=beam_energy_kev, settings=neighbours, ambiguity_angle=self.ambiguity_angle)
+        support = neighbour_support(decoded, evidence.score > 0, scan_shape, symmetry, self.ambiguity_angle)
         answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
-        answers |= {"score": evidence.score, "from_neighbour": adopted}
+        answers |= {"score": evidence.score, "from_neighbour": adopted, "neighbour_support": support}
         model = getattr(self, "confidence_model_", None)
         if model is not None:
-            answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"])
+            answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"], support)
         return answers
 
     def _reflection_tables(self) -> list[ReflectionTable]:
@@ -549,6 +560,14 @@ def _whole_scan_peak_options(data: xr.DataArray, options: dict[str, Any]) -> dic
 
     probe, radius = probe_reference(data, options.get("probe"), options.get("radius"))
     return {**options, "probe": probe, "radius": radius}
+
+
+def _halo(refine: bool, neighbours: NeighbourSettings | None) -> int:
+    """Rows a lazy block reads beyond its edges: the reach of the neighbours' offers, or the 1 row of the
+    neighbour support in the confidence; none without refinement."""
+    if not refine:
+        return 0
+    return neighbours.reach if neighbours is not None else 1
 
 
 def _neighbour_settings(neighbours: bool | NeighbourSettings) -> NeighbourSettings | None:

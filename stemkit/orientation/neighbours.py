@@ -90,8 +90,8 @@ class NeighbourSettings:
 
     @property
     def reach(self) -> int:
-        """How many scan rows away an answer can still change another's (the halo of a block)."""
-        return self.radius * (self.sweeps + int(self.break_ties)) + self.twin_radius
+        """How many scan rows away an answer can still change another's or its confidence (a block's halo)."""
+        return self.radius * (self.sweeps + int(self.break_ties)) + self.twin_radius + 1
 
     def __post_init__(self) -> None:
         if (self.radius < 1 or self.offered < 1 or self.shared_by < 1 or self.sweeps < 0 or self.twin_radius < 1
@@ -220,6 +220,23 @@ def _flag_split_twins(decoded: Decoded, evidence: Evidence, table: np.ndarray, a
     decoded.ambiguous[flagged] = True
     evidence.alternative_score[flagged] = np.maximum(refined["score"], 0.0)
     return np.isin(everyone, flagged)
+
+
+def neighbour_support(decoded: Decoded, answered: np.ndarray, scan_shape: tuple[int, int], symmetry: SymmetryTable,
+                      angle: float = 5.0) -> np.ndarray:
+    """``(n,)`` share of each pattern's answered 8 neighbours whose answer is the same orientation (0 with none).
+
+    A feature of the calibrated confidence (:mod:`stemkit.orientation.confidence`): an answer its
+    neighbours share is more often right.
+    """
+    table = neighbour_table(scan_shape, 1)
+    valid = (table >= 0) & answered[np.maximum(table, 0)] & answered[:, None]
+    rows, cols = np.nonzero(valid)
+    rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
+    phase = torch.as_tensor(decoded.phase, dtype=torch.long)
+    same = _agree(rotation[rows], rotation[table[rows, cols]], phase[rows], phase[table[rows, cols]], symmetry,
+                  angle).numpy()
+    return np.bincount(rows, same.astype(float), minlength=len(answered)) / np.maximum(valid.sum(1), 1)
 
 
 def _near(changed: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -87,10 +87,15 @@ def card_text(name: str, mapper: OrientationMapper, figures: dict[str, Any], com
         # Speeds are left out: they depend on the machine's load; benchmarks/ measures them side by side.
         lines.append(f"- **{key}**: " + ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if "per_s" not in k))
     calibration = figures["calibration"]
-    lines += ["", "## Confidence calibration (held-out simulated patterns)", "",
-              f"Share right (within 5°, right phase): {calibration['share_right']:.3f}; Brier score "
-              f"{calibration['brier']:.3f}.", "", "| mean confidence | share right | patterns |", "|---|---|---|"]
-    lines += [f"| {p:.2f} | {r:.2f} | {c} |" for p, r, c in calibration["reliability"]]
+    lines += ["", "## Confidence calibration (held-out simulated patterns and scan rows)", "",
+              f"Fitted on {calibration['n_fit']} answers: single simulated patterns and simulated scans of grains "
+              f"mapped as `predict` maps them (neighbours' offers included); checked on held-out ones."]
+    for label in ("single patterns", "scans"):
+        check = calibration[label]
+        lines += ["", f"{label.capitalize()} ({check['n_check']}): share right (within 5°, right phase) "
+                  f"{check['share_right']:.3f}; Brier score {check['brier']:.3f}.", "",
+                  "| mean confidence | share right | patterns |", "|---|---|---|"]
+        lines += [f"| {p:.2f} | {r:.2f} | {c} |" for p, r, c in check["reliability"]]
     lines += ["", "## Limits", "",
               "- Dynamical intensities come from stemkit's Bloch-wave simulator (proportional absorption, no "
               "diffuse scattering); `polycrystal_thick_bloch` measures the model on such patterns of 15-60 nm grains "

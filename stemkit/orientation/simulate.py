@@ -196,6 +196,35 @@ def simulate_seen_peaks(crystals: list[Crystal], n: int, seed: int, augmentation
     return conditions, degrade(spots, conditions.dose, rng, augmentation)
 
 
+def simulate_seen_map(crystals: list[Crystal], scan_shape: tuple[int, int], n_grains: int, seed: int,
+                      augmentation: Augmentation, beam_energy_kev: float) -> tuple[Conditions, SeenPeaks]:
+    """A scan of grains drawn like the training data at one beam energy, as a peak finder reports it.
+
+    ``n_grains`` grains (phase, orientation, thickness and dose drawn as in training) fill the
+    ``scan_shape`` by nearest seed point (a Voronoi tessellation); every pattern of a grain has
+    the grain's spots, and each is degraded on its own (its own noise, missed and false peaks).
+    Flat over the scan in row-major order, like :func:`simulate_seen_peaks`: for measuring what
+    needs the map, such as the neighbours' offers (:mod:`stemkit.orientation.neighbours`).
+    """
+    augmentation = Augmentation.from_dict(augmentation.to_dict() | {"beam_energies_kev": (float(beam_energy_kev),),
+                                                                    "energy_range_fraction": 0.0})
+    rng = np.random.default_rng(seed)
+    grains = draw_conditions(crystals, n_grains, rng, augmentation)
+    spots = simulated_spots(crystals, grains, rng, augmentation)
+    label = _voronoi_labels(scan_shape, n_grains, rng)
+    conditions = Conditions(**{name: getattr(grains, name)[label] for name in Conditions.__dataclass_fields__})
+    pattern_spots = Spots(**{name: getattr(spots, name)[label] for name in Spots.__dataclass_fields__})
+    return conditions, degrade(pattern_spots, conditions.dose, rng, augmentation)
+
+
+def _voronoi_labels(scan_shape: tuple[int, int], n_grains: int, rng: np.random.Generator) -> np.ndarray:
+    """``(scan_y * scan_x,)`` index of the nearest of ``n_grains`` random seed points, row-major."""
+    seeds = rng.uniform((0, 0), scan_shape, size=(n_grains, 2))
+    rows, cols = np.indices(scan_shape)
+    points = np.stack([rows.ravel() + 0.5, cols.ravel() + 0.5], axis=1)
+    return ((points[:, None, :] - seeds[None, :, :]) ** 2).sum(-1).argmin(axis=1)
+
+
 def draw_conditions(crystals: list[Crystal], n: int, rng: np.random.Generator, aug: Augmentation) -> Conditions:
     """Phase, orientation (uniform over the phase's fundamental zone), energy, thickness and dose of ``n`` samples."""
     phase = rng.integers(len(crystals), size=n)

@@ -185,3 +185,21 @@ def test_patterns_whose_neighbours_split_between_an_orientation_and_its_twin_are
     new, _, _ = offer_neighbours(decoded, evidence, (5, 5), lambda i: tuple(p[i] for p in on_axis), tables, symmetry,
                                  beam_energy_kev=ENERGY, settings=only_twins)
     assert not new.ambiguous.any()
+
+
+def test_neighbour_support_is_the_share_of_neighbours_with_the_same_answer(tables, symmetry):
+    from stemkit.orientation.neighbours import neighbour_support
+
+    grain, other = quaternion_to_matrix(random_quaternions(2, seed=71))
+    rotations = np.repeat(grain[None], 9, axis=0)
+    rotations[[0, 4]] = other  # a corner and the centre differ
+    decoded = Decoded(rotation=rotations, alternative=rotations.copy(), confidence=np.ones(9),
+                      alternative_weight=np.zeros(9), separation_deg=np.zeros(9), ambiguous=np.zeros(9, bool),
+                      phase=np.zeros(9, int), phase_probability=np.ones(9))
+    answered = np.ones(9, bool)
+    answered[8] = False  # a pattern without an answer counts for nobody
+    support = neighbour_support(decoded, answered, (3, 3), symmetry)
+    np.testing.assert_allclose(support[4], 1 / 7)  # the centre: 7 answered neighbours, the corner shares its answer
+    np.testing.assert_allclose(support[0], 1 / 3)  # the corner: neighbours 1, 3 and 4; only 4 agrees
+    np.testing.assert_allclose(support[1], 3 / 5)  # 0, 2, 3, 4, 5: agree 2, 3, 5
+    assert support[8] == 0.0

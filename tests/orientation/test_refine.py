@@ -136,12 +136,19 @@ def test_confidence_model_is_calibrated_on_its_own_kind_of_data():
 
 
 def test_confidence_probability_reads_evidence():
-    model = ConfidenceModel(coef=(8.0, 0, 0, 0, 0, 0, 0), intercept=-4.0)
+    model = ConfidenceModel(coef=(8.0, 0, 0, 0, 0, 0, 0, 0, 0), intercept=-4.0)
     n = 3
     evidence = Evidence(score=np.array([0.1, 0.5, 0.9]), alternative_score=np.zeros(n), explained=np.ones(n),
                         complete=np.ones(n), rms=np.zeros(n), matched=np.ones(n))
     p = model.probability(evidence, _decoded(np.repeat(np.eye(3)[None], n, 0)), np.full(n, 5))
     assert p[0] < 0.5 < p[2] and abs(p[1] - 0.5) < 1e-6
+    # on a map, the share of neighbours sharing the answer is read too
+    on_a_map = ConfidenceModel(coef=(0, 0, 0, 0, 0, 0, 0, 6.0, -1.0), intercept=-2.0)
+    p = on_a_map.probability(evidence, _decoded(np.repeat(np.eye(3)[None], n, 0)), np.full(n, 5),
+                             support=np.array([0.0, 0.5, 1.0]))
+    assert p[0] < p[1] < p[2] and abs(p[1] - 0.5) < 1e-6
+    alone = on_a_map.probability(evidence, _decoded(np.repeat(np.eye(3)[None], n, 0)), np.full(n, 5))
+    np.testing.assert_allclose(alone, 1 / (1 + np.exp(2.0)), rtol=1e-6)  # no map: support 0, on_a_map 0
 
 
 def test_repeated_starts_are_refined_once_and_share_the_result():

@@ -131,3 +131,20 @@ def test_a_share_of_the_samples_is_dynamical():
     assert batch.mask.sum(axis=1).mean() > 3
     again = simulate_batch(("Cu", "Cu2O"), 64, np.random.default_rng(6), Augmentation(bloch_fraction=0.5))
     np.testing.assert_array_equal(batch.features, again.features)
+
+
+def test_a_simulated_scan_is_grains_of_patterns_each_degraded_on_its_own():
+    from stemkit.orientation.simulate import simulate_seen_map
+    from stemkit.physics import crystal
+
+    crystals = [crystal("Cu"), crystal("Cu2O")]
+    conditions, seen = simulate_seen_map(crystals, (12, 10), 6, seed=3, augmentation=Augmentation(bloch_fraction=0.0),
+                                         beam_energy_kev=300.0)
+    assert conditions.rotations.shape == (120, 3, 3) and seen.kx.shape[0] == 120
+    grains = np.unique(conditions.rotations.reshape(120, -1), axis=0, return_inverse=True)[1].ravel()
+    assert 2 <= len(np.unique(grains)) <= 6
+    same_grain = grains[:-1] == grains[1:]  # side by side along the rows: mostly the same grain
+    assert same_grain.mean() > 0.6
+    first, second = np.flatnonzero(grains == grains[0])[:2]
+    assert not np.array_equal(seen.counts[first], seen.counts[second])  # same spots, their own noise
+    np.testing.assert_array_equal(conditions.phase[grains == grains[0]], conditions.phase[0])
