@@ -29,6 +29,7 @@ TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
 AMBIGUITY_RATIO = 0.985
 REFINE_PEAKS = 24  # strongest peaks used by the refinement
 INDEXED_CANDIDATES = 3  # orientations from peak-pair indexing added to the model's, each with its twin
+PHASE_DOUBT = 0.9  # patterns whose phase the model gives less probability than this are refined in every phase
 SAME_START_DEG = 1.0  # candidates of a pattern closer than this are one start: refined once (a third of them)
 
 
@@ -88,6 +89,7 @@ def select(
     beam_energy_kev: float,
     settings: RefinementSettings = RefinementSettings(),
     all_phases: bool = False,
+    phase_doubt: float = PHASE_DOUBT,
     ambiguity_angle: float = 5.0,
     ambiguity_ratio: float = AMBIGUITY_RATIO,
     libraries: list[PairLibrary] | None = None,
@@ -109,8 +111,11 @@ def select(
     settings
         Refinement tolerances.
     all_phases
-        Refine the candidates in every phase and let the score choose the phase too
-        (slower by the number of phases); otherwise only in the model's phase.
+        Refine the candidates of every pattern in every phase and let the score choose the
+        phase too (slower by the number of phases).
+    phase_doubt
+        Otherwise, patterns whose phase the model gives a probability below this are refined
+        in every phase, the others only in the model's phase (0: never; 1: always).
     ambiguity_angle, ambiguity_ratio
         See the module docstring.
     libraries
@@ -126,7 +131,8 @@ def select(
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
     for index, table in enumerate(tables):
-        members = torch.arange(n) if all_phases else torch.as_tensor(np.flatnonzero(decoded.phase == index))
+        doubtful = np.asarray(decoded.phase_probability) < phase_doubt
+        members = torch.arange(n) if all_phases else torch.as_tensor(np.flatnonzero((decoded.phase == index) | doubtful))
         if members.numel() == 0:
             continue
         mine = candidates[members]
