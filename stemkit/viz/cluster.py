@@ -3,7 +3,8 @@
 Clicking a node of the dendrogram shows where its patterns are (the node's leaves, coloured,
 on the scan; everything else grey), its mean pattern, and its mean minus that of its
 sibling (the largest other child of its parent): what distinguishes it. Tapping the map
-selects the leaf at that probe position.
+selects the leaf at that probe position. A new selection changes the displayed images in
+place (:mod:`stemkit.viz.shown`).
 
 The clustering is anything with this protocol (what :class:`stemkit.clustering.DivisiveClustering`
 has after ``fit``):
@@ -22,11 +23,13 @@ import numpy as np
 import panel as pn
 import param
 import xarray as xr
+from bokeh.events import DoubleTap, Tap
 from bokeh.palettes import Category10_10, Category20_20
 
-from stemkit.viz.elements import SIZE, k_axes, map_image, pattern_image, scan_axes
+from stemkit.viz.elements import SIZE, k_axes, map_image, pattern_display, pattern_image, scan_axes
 from stemkit.viz.linked import check_same_scan
 from stemkit.viz.patterns import check_cube, scan_index
+from stemkit.viz.shown import ShownImage, ShownMap, dispatch, still_shown
 from stemkit.viz.strain import symmetric_limit
 from stemkit.viz.view import View, load_extension
 
@@ -58,6 +61,7 @@ class ClusterView(View):
 
     node = param.Integer(0, doc="Selected node id")
     log_scale = param.Boolean(True, doc="Logarithmic colour scale for the mean pattern")
+    view_version = param.Integer(0, precedence=-1, doc="Incremented when the images must be drawn anew")
 
     def __init__(self, clustering, data: xr.DataArray, **params) -> None:
         super().__init__(**params)
@@ -76,6 +80,8 @@ class ClusterView(View):
         self._kx, self._ky = k_axes(self.means if "kx" in self.means.coords else self.data)
         base = _palette(len(self.nodes))
         self._palette = [base[i % len(base)] for i in range(max(n.id for n in self.nodes) + 1)]  # colour of node id
+        self._maps: list[ShownMap] = []  # displayed bokeh models, updated in place on a new selection
+        self._images: dict[str, list[ShownImage]] = {"map": [], "mean": [], "difference": []}
 
     # -- what is shown ------------------------------------------------------------------
     def sibling(self, node_id: int) -> int | None:
@@ -133,44 +139,79 @@ class ClusterView(View):
             title="Dendrogram (click a node)", invert_yaxis=True, frame_width=width, frame_height=260,
             xaxis=None, ylabel="depth", padding=0.15, backend_opts={"plot.name": "cluster-dendrogram"}, toolbar="above")
 
-    @param.depends("node")
-    def _map_element(self) -> hv.Image:
-        node = self._by_id[self.node]
-        image = map_image(self.node_map(self.node), self._x, self._y, name="cluster-map",
-                          title=f"Node {node.id}: {node.size} patterns, coloured by leaf", cmap=self._palette,
-                          clim=(-0.5, len(self._palette) - 0.5), label="leaf").opts(colorbar=False,
-                                                                                   clipping_colors={"NaN": "#d0d0d0"})
-        return image
-
-    @param.depends("node", "log_scale")
-    def _mean_element(self) -> hv.Image:
-        values = np.asarray(self.means.sel(node=self.node).values, dtype=float)
-        return pattern_image(values, self._kx, self._ky, title=f"Mean pattern of node {self.node}",
-                             name="cluster-mean", log=self.log_scale)
-
-    @param.depends("node")
-    def _difference_element(self) -> hv.Image:
-        difference = self.difference(self.node)
+    def shown(self, view: str, node_id: int) -> tuple[np.ndarray, tuple[float, float], str]:
+        """What image ``view`` ("map", "mean" or "difference") shows for node ``node_id``: values, colour limits
+        and title."""
+        node = self._by_id[node_id]
+        if view == "map":
+            return (self.node_map(node_id), (-0.5, len(self._palette) - 0.5),
+                    f"Node {node.id}: {node.size} patterns, coloured by leaf")
+        if view == "mean":
+            values, clim = pattern_display(self.means.sel(node=node_id).values, log=self.log_scale)
+            return values, clim, f"Mean pattern of node {node_id}"
+        difference = self.difference(node_id)
         if difference is None:  # an empty image (one element type per DynamicMap), said so in the title
-            empty = np.full((self._ky.size, self._kx.size), np.nan)
-            return pattern_image(empty, self._kx, self._ky, name="cluster-difference", log=False, cmap="RdBu_r",
-                                 clim=(-1.0, 1.0), title=f"Node {self.node}: the root has no sibling")
+            return np.full((self._ky.size, self._kx.size), np.nan), (-1.0, 1.0), f"Node {node_id}: the root has no sibling"
         limit = symmetric_limit(difference)
-        return pattern_image(difference, self._kx, self._ky, name="cluster-difference", log=False, cmap="RdBu_r",
-                             clim=(-limit, limit), title=f"Node {self.node} minus sibling {self.sibling(self.node)}")
+        return difference, (-limit, limit), f"Node {node_id} minus sibling {self.sibling(node_id)}"
+
+    @param.depends("view_version")
+    def _map_element(self) -> hv.Image:
+        values, clim, title = self.shown("map", self.node)
+        return map_image(values, self._x, self._y, name="cluster-map", title=title, cmap=self._palette, clim=clim,
+                         label="leaf").opts(colorbar=False, clipping_colors={"NaN": "#d0d0d0"},
+                                            hooks=[self._keep("map"), self._listen_to_map])
+
+    @param.depends("view_version", "log_scale")
+    def _mean_element(self) -> hv.Image:
+        values, clim, title = self.shown("mean", self.node)
+        return pattern_image(values, self._kx, self._ky, title=title, name="cluster-mean", log=self.log_scale,
+                             clim=clim).opts(hooks=[self._keep("mean")])
+
+    @param.depends("view_version")
+    def _difference_element(self) -> hv.Image:
+        values, clim, title = self.shown("difference", self.node)
+        return pattern_image(values, self._kx, self._ky, name="cluster-difference", log=False, cmap="RdBu_r",
+                             clim=clim, title=title).opts(hooks=[self._keep("difference")])
+
+    @param.depends("node", watch=True)
+    def _show_node(self) -> None:
+        """Show the selected node: in place in the displayed bokeh models, else by redrawing the DynamicMaps."""
+        self._images = {view: still_shown(kept) for view, kept in self._images.items()}
+        if not all(self._images.values()):
+            self.view_version += 1
+            return
+        updates = [(kept, self.shown(view, self.node)) for view, kept in self._images.items()]
+
+        def change() -> None:
+            for kept, (values, clim, title) in updates:
+                for shown in kept:
+                    shown.update(values, clim, title)
+
+        dispatch(change, [shown.plot for kept, _ in updates for shown in kept])
+
+    def _keep(self, view: str):
+        def hook(plot, element) -> None:
+            shown = ShownImage(plot)
+            self._images[view] = [s for s in self._images[view] if s.figure is not shown.figure] + [shown]
+
+        return hook
+
+    def _listen_to_map(self, plot, element) -> None:
+        if not any(shown.figure is plot.state for shown in self._maps):
+            self._maps = [*self._maps, ShownMap(plot, self._on_map_tap)]
 
     def _on_node_selected(self, index=None) -> None:
         if index:
             self.select(self.nodes[index[0]].id)
 
-    def _on_map_tap(self, x=None, y=None) -> None:
-        if x is not None and y is not None:
-            iy, ix = scan_index(self.data, x, y)
+    def _on_map_tap(self, event: Tap | DoubleTap) -> None:
+        if event.x is not None and event.y is not None:
+            iy, ix = scan_index(self.data, event.x, event.y)
             self.select(int(self.labels[iy, ix]))
 
     def panel(self) -> pn.viewable.Viewable:
         label_map = hv.DynamicMap(self._map_element)
-        hv.streams.Tap(source=label_map).add_subscriber(self._on_map_tap)
         return pn.Column(
             pn.pane.Markdown(f"### Divisive clustering — {len(self.nodes)} nodes, "
                              f"{sum(1 for n in self.nodes if not n.children)} leaves"),

@@ -108,4 +108,10 @@ def test_served_cluster_view_selects_nodes_by_click(specimen, page, serve):
     wait_for_text(page, "Node 4: ")
     page.mouse.move(1, 1)
     screenshot(page, "cluster-view")
+
+    mean = signature(page, "cluster-mean")
+    page.mouse.click(*to_screen(page, "cluster-map", float(specimen.scan_x[12]), float(specimen.scan_y[6])))
+    wait_for_text(page, "Node 2: ")  # a tap on the map selects the leaf there (the right half is leaf 2)
+    wait_for_text(page, "Node 2 minus sibling 1")
+    wait_for_change(page, "cluster-mean", mean)
     log.assert_clean()
