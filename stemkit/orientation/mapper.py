@@ -228,8 +228,8 @@ class OrientationMapper:
             With ``refine``, also try every hypothesis in every phase and let the score
             choose the phase (slower by the number of phases).
         neighbours
-            With ``refine``, offer each doubtful pattern the orientations its scan neighbours agree
-            on and keep one only where it explains the pattern's own peaks better than its own
+            With ``refine``, offer each doubtful pattern its scan neighbours' orientations and
+            keep one only where it explains the pattern's own peaks better than its own
             candidates (:mod:`stemkit.orientation.neighbours`; a
             :class:`~stemkit.orientation.neighbours.NeighbourSettings` to tune it). ``False``:
             every pattern on its own (e.g. scattered, unrelated patterns laid out as a scan).

@@ -3,8 +3,8 @@
 The probe steps of an orientation map are almost always smaller than the grains, so the
 orientation found in one pattern is a good guess for the patterns around it. A pattern whose
 answer few of its neighbours share (a lone pixel in a grain: a wrong candidate chosen, the
-right one never proposed, or the wrong phase read from a handful of disks) is **offered** the
-orientations its neighbours agree on, each refined against *this* pattern's peaks in the
+right one never proposed, or the wrong phase read from a handful of disks) is **offered** its
+neighbours' orientations (those most of them share first), each refined against *this* pattern's peaks in the
 neighbour's phase (:mod:`stemkit.orientation.refine`; being a grain's orientation, close already, it is
 polished at the final tolerances only, which also keeps it from wandering off the grain's). An
 offer is adopted only when it scores higher than everything the pattern proposed itself: the
