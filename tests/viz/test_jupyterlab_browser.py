@@ -325,8 +325,8 @@ def screenshot_output(page, index: int, name: str) -> Path:
 # acknowledge their comm's opening (stemkit.viz.view.acknowledge_on_open: with "Run All", the kernel dropped the
 # explore view's first message, sent while the next cell ran, and panel then held a tap in the page), and
 # tests/conftest.py no longer lets distributed's OMP_NUM_THREADS=1 leak into this server, which made that cell slow
-# enough for the race. A failure prints both sides of the comms (report_failure).
-@pytest.mark.slow
+# enough for the race. A failure prints both sides of the comms (report_failure). It takes 35-55 s: part of the
+# default run.
 def test_views_run_in_jupyterlab_and_answer_taps_through_the_kernel(browser, jupyterlab):
     url, token, root = jupyterlab
     write_notebook(root)
