@@ -140,7 +140,8 @@ def main(path: str) -> None:
     print(f"served app, click to pattern shown, cached chunk: {summary(warm)}")
     print(f"  timed in the page (press -> new title applied), new chunk: {summary(IN_PAGE_COLD)}")
     print(f"  timed in the page (press -> new title applied), nearby:    {summary(IN_PAGE_WARM)}")
-    print(f"  server side (tap event in -> pattern handed to the websocket), all taps: {summary(SERVER_MS)}")
+    print(f"  server side (tap event in -> pattern handed to the websocket), new chunk: {summary(SERVER_MS[0::2])}")
+    print(f"  server side (tap event in -> pattern handed to the websocket), nearby:    {summary(SERVER_MS[1::2])}")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
