@@ -42,6 +42,7 @@ from stemkit.physics.crystal import Crystal
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal as preset_crystal
 from stemkit.physics.rotations import quaternion_to_matrix, random_fundamental_zone
+from stemkit.physics.specimens import voronoi_labels
 from stemkit.orientation.tokens import tokens_from_arrays
 
 K_MAX_SIMULATED = 2.1  # 1/Å; detectors reach at most 2 1/Å from the beam along an axis
@@ -188,8 +189,7 @@ def simulate_seen_peaks(crystals: list[Crystal], n: int, seed: int, augmentation
 
     For measuring a trained model: the truth (``Conditions``) and the peaks (``SeenPeaks``).
     """
-    augmentation = Augmentation.from_dict(augmentation.to_dict() | {"beam_energies_kev": (float(beam_energy_kev),),
-                                                                    "energy_range_fraction": 0.0})
+    augmentation = _at_one_energy(augmentation, beam_energy_kev)
     rng = np.random.default_rng(seed)
     conditions = draw_conditions(crystals, n, rng, augmentation)
     spots = simulated_spots(crystals, conditions, rng, augmentation)
@@ -206,23 +206,20 @@ def simulate_seen_map(crystals: list[Crystal], scan_shape: tuple[int, int], n_gr
     Flat over the scan in row-major order, like :func:`simulate_seen_peaks`: for measuring what
     needs the map, such as the neighbours' offers (:mod:`stemkit.orientation.neighbours`).
     """
-    augmentation = Augmentation.from_dict(augmentation.to_dict() | {"beam_energies_kev": (float(beam_energy_kev),),
-                                                                    "energy_range_fraction": 0.0})
+    augmentation = _at_one_energy(augmentation, beam_energy_kev)
     rng = np.random.default_rng(seed)
     grains = draw_conditions(crystals, n_grains, rng, augmentation)
     spots = simulated_spots(crystals, grains, rng, augmentation)
-    label = _voronoi_labels(scan_shape, n_grains, rng)
+    label = voronoi_labels(scan_shape, n_grains, rng).ravel()
     conditions = Conditions(**{name: getattr(grains, name)[label] for name in Conditions.__dataclass_fields__})
     pattern_spots = Spots(**{name: getattr(spots, name)[label] for name in Spots.__dataclass_fields__})
     return conditions, degrade(pattern_spots, conditions.dose, rng, augmentation)
 
 
-def _voronoi_labels(scan_shape: tuple[int, int], n_grains: int, rng: np.random.Generator) -> np.ndarray:
-    """``(scan_y * scan_x,)`` index of the nearest of ``n_grains`` random seed points, row-major."""
-    seeds = rng.uniform((0, 0), scan_shape, size=(n_grains, 2))
-    rows, cols = np.indices(scan_shape)
-    points = np.stack([rows.ravel() + 0.5, cols.ravel() + 0.5], axis=1)
-    return ((points[:, None, :] - seeds[None, :, :]) ** 2).sum(-1).argmin(axis=1)
+def _at_one_energy(augmentation: Augmentation, beam_energy_kev: float) -> Augmentation:
+    """``augmentation`` with every sample at ``beam_energy_kev`` (for measuring a model at one energy)."""
+    return Augmentation.from_dict(augmentation.to_dict() | {"beam_energies_kev": (float(beam_energy_kev),),
+                                                            "energy_range_fraction": 0.0})
 
 
 def draw_conditions(crystals: list[Crystal], n: int, rng: np.random.Generator, aug: Augmentation) -> Conditions:
