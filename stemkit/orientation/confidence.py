@@ -62,8 +62,12 @@ class ConfidenceModel:
     def probability(self, evidence: Evidence, decoded: Decoded, n_peaks: np.ndarray,
                     support: np.ndarray | None = None) -> np.ndarray:
         """Probability that each answer is within ``tolerance_deg``, ``(n,)`` float32 (``support``: see :func:`features_of`)."""
-        x = features_of(evidence, decoded, n_peaks, support) @ np.asarray(self.coef) + self.intercept
-        return (1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))).astype(np.float32)
+        return self.probability_of_features(features_of(evidence, decoded, n_peaks, support)).astype(np.float32)
+
+    def probability_of_features(self, features: np.ndarray) -> np.ndarray:
+        """Probability that each answer is within ``tolerance_deg``, from ``(n, 9)`` :func:`features_of` rows."""
+        x = features @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for the weights' JSON."""
@@ -126,7 +130,7 @@ def calibrate(mapper: OrientationMapper, n: int = 8192, *, seed: int = 7, beam_e
               "scans": (np.concatenate([f for f, _ in check[1:]]), np.concatenate([r for _, r in check[1:]]))}
     report: dict[str, Any] = {"n_fit": int(sum(len(r) for _, r in fit))}
     for label, (features, right) in checks.items():
-        probability = 1.0 / (1.0 + np.exp(-np.clip(features @ np.asarray(model.coef) + model.intercept, -40, 40)))
+        probability = model.probability_of_features(features)
         report[label] = {"n_check": int(len(right)), "share_right": float(right.mean()),
                          "brier": float(np.mean((probability - right) ** 2)),
                          "reliability": reliability(probability, right)}

@@ -126,12 +126,12 @@ def select(
     candidates = candidates_of(decoded)
     n, c = candidates.shape[:2]
     if libraries is not None:
-        c += 2 * INDEXED_CANDIDATES  # indexed_candidates' default keep, with twins
+        c += 2 * INDEXED_CANDIDATES  # the indexed orientations and their twins
     rotations = torch.zeros(n, len(tables), c, 3, 3)
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
+    doubtful = np.asarray(decoded.phase_probability) < phase_doubt
     for index, table in enumerate(tables):
-        doubtful = np.asarray(decoded.phase_probability) < phase_doubt
         members = torch.arange(n) if all_phases else torch.as_tensor(np.flatnonzero((decoded.phase == index) | doubtful))
         if members.numel() == 0:
             continue
@@ -139,8 +139,8 @@ def select(
         if libraries is not None:
             found = (kx[members], ky[members], weight[members])
             mine = torch.cat([mine, indexed_candidates(found, libraries[index], symmetry.rotations[index],
-                                                       beam_energy_kev=beam_energy_kev)], dim=1)
-        refined = _refine_distinct(kx[members], ky[members], weight[members], mine, table, symmetry.rotations[index],
+                                                       beam_energy_kev=beam_energy_kev, keep=INDEXED_CANDIDATES)], dim=1)
+        refined = _refine_distinct(kx[members], ky[members], weight[members], mine, table, symmetry, index,
                                    beam_energy_kev=beam_energy_kev, settings=settings)
         rotations[members, index], scores[members, index] = refined.rotations, refined.score
         for name in parts:
@@ -148,29 +148,31 @@ def select(
     return _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio)
 
 
-def first_of_same(candidates: torch.Tensor, symmetry: torch.Tensor, angle: float = SAME_START_DEG) -> torch.Tensor:
+def first_of_same(candidates: torch.Tensor, symmetry: SymmetryTable, phase: int,
+                  angle: float = SAME_START_DEG) -> torch.Tensor:
     """``(B, C)``: for each candidate, the first candidate of its pattern within ``angle`` degrees of it (itself if none).
 
-    ``symmetry`` ``(G, 3, 3)`` holds the phase's proper rotations: ``R`` and ``R S`` are one orientation.
+    Candidates are orientations of the phase ``phase`` of ``symmetry``: ``R`` and ``R S`` are one orientation.
     """
     b, c = candidates.shape[:2]
     first = torch.arange(c).repeat(b, 1)
-    cos_limit = float(np.cos(np.radians(angle)))
+    phases = torch.full((b,), phase, dtype=torch.long)
+    limit = float(np.radians(angle))
     for j in range(1, c):
         for k in range(j):
-            relative = candidates[:, j].transpose(-1, -2) @ candidates[:, k]  # (B, 3, 3)
-            traces = torch.einsum("bij,gji->bg", relative, symmetry).amax(dim=1)
-            same = ((traces - 1.0) / 2.0 >= cos_limit) & (first[:, j] == j) & (first[:, k] == k)
+            close = symmetric_geodesic(candidates[:, j], candidates[:, k], symmetry, phases) <= limit
+            same = close & (first[:, j] == j) & (first[:, k] == k)
             first[:, j] = torch.where(same, torch.full_like(first[:, j], k), first[:, j])
     return first
 
 
 def _refine_distinct(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,
-                     table: ReflectionTable, symmetry: torch.Tensor, *, beam_energy_kev: float,
+                     table: ReflectionTable, symmetry: SymmetryTable, phase: int, *, beam_energy_kev: float,
                      settings: RefinementSettings) -> Refined:
-    """:func:`refine_candidates` on the distinct candidates only; a repeated start shares its first's result."""
+    """:func:`refine_candidates` on the distinct candidates (of the phase ``phase``) only; a repeated start shares its
+    first's result."""
     b, c = candidates.shape[:2]
-    first = first_of_same(candidates, symmetry)
+    first = first_of_same(candidates, symmetry, phase)
     rows, cols = torch.nonzero(first == torch.arange(c), as_tuple=True)
     refined = refine_candidates(kx[rows], ky[rows], weight[rows], candidates[rows, cols][:, None], table,
                                 beam_energy_kev=beam_energy_kev, settings=settings)

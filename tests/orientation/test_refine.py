@@ -158,11 +158,11 @@ def test_repeated_starts_are_refined_once_and_share_the_result():
     rotation = quaternion_to_matrix(random_quaternions(2, seed=8)).astype(np.float32)
     symmetric = rotation[0] @ cu.point_group.rotations[5].astype(np.float32)  # the same orientation, other matrix
     start = torch.tensor(np.stack([[rotation[0], symmetric, TWIN.numpy() @ rotation[0], rotation[1]]]))
-    symmetry = torch.tensor(np.array(cu.point_group.rotations), dtype=torch.float32)
-    assert first_of_same(start, symmetry).tolist() == [[0, 0, 2, 3]]
+    symmetry = SymmetryTable([cu.point_group])
+    assert first_of_same(start, symmetry, 0).tolist() == [[0, 0, 2, 3]]
     peaks = clean_peaks("Cu", rotation[:1].astype(np.float64))
     table = ReflectionTable.of(cu)
-    shared = _refine_distinct(*peaks, start, table, symmetry, beam_energy_kev=300.0, settings=RefinementSettings())
+    shared = _refine_distinct(*peaks, start, table, symmetry, 0, beam_energy_kev=300.0, settings=RefinementSettings())
     alone = refine_candidates(*peaks, start, table, beam_energy_kev=300.0)
     np.testing.assert_array_equal(shared.rotations[0, 1].numpy(), shared.rotations[0, 0].numpy())
     np.testing.assert_allclose(shared.score[0, [0, 2, 3]].numpy(), alone.score[0, [0, 2, 3]].numpy(), atol=1e-5)
