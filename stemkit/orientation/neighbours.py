@@ -47,6 +47,7 @@ from stemkit.preprocess.kernels import run_in_threads
 OFFER_BATCH = 256  # offers refined at a time (one thread each)
 OFFER_ITERATIONS = 2  # an offer is a grain's orientation, close already: polished at the final tolerances only
 PAIR_CHUNK = 16_384  # orientation pairs compared at a time
+REFINED_PARTS = ("explained", "complete", "rms", "matched")  # evidence besides the score that an offer brings
 
 PeaksOf = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -202,13 +203,12 @@ def _flag_split_twins(decoded: Decoded, evidence: Evidence, table: np.ndarray, a
     phase = torch.as_tensor(decoded.phase, dtype=torch.long)
     everyone = np.arange(len(phase))
     distinct_twin = answered & ~_agree(rotation, twin, phase, phase, symmetry, angle).numpy()
-    rows, cols = np.nonzero((table >= 0) & distinct_twin[:, None] & answered[np.maximum(table, 0)])
-    neighbour = table[rows, cols]
-    own = _agree(rotation[rows], rotation[neighbour], phase[rows], phase[neighbour], symmetry, angle).numpy()
-    other = _agree(twin[rows], rotation[neighbour], phase[rows], phase[neighbour], symmetry, angle).numpy() & ~own
+    pairs = _answered_neighbours(table, answered) & distinct_twin[:, None]
+    own = _agreement(rotation, decoded, table, pairs, symmetry, angle)
+    other = _agreement(twin, decoded, table, pairs, symmetry, angle) & ~own
     n = len(everyone)
-    chose_own = np.bincount(rows, own, minlength=n) + 1.0  # the pattern itself
-    chose_twin = np.bincount(rows, other, minlength=n)
+    chose_own = own.sum(1) + 1.0  # the pattern itself
+    chose_twin = other.sum(1)
     flagged = everyone[distinct_twin & ~decoded.ambiguous & (chose_twin >= share * (chose_own + chose_twin))]
     if flagged.size == 0:
         return np.zeros(n, bool)
@@ -230,19 +230,34 @@ def neighbour_support(decoded: Decoded, answered: np.ndarray, scan_shape: tuple[
     neighbours share is more often right.
     """
     table = neighbour_table(scan_shape, 1)
-    valid = (table >= 0) & answered[np.maximum(table, 0)] & answered[:, None]
-    rows, cols = np.nonzero(valid)
+    valid = _answered_neighbours(table, answered) & answered[:, None]
     rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
-    phase = torch.as_tensor(decoded.phase, dtype=torch.long)
-    same = _agree(rotation[rows], rotation[table[rows, cols]], phase[rows], phase[table[rows, cols]], symmetry,
-                  angle).numpy()
-    return np.bincount(rows, same.astype(float), minlength=len(answered)) / np.maximum(valid.sum(1), 1)
+    same = _agreement(rotation, decoded, table, valid, symmetry, angle)
+    return same.sum(1) / np.maximum(valid.sum(1), 1)
 
 
 def _near(changed: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Patterns that changed or have a neighbour that did."""
     neighbour_changed = np.where(table >= 0, changed[np.maximum(table, 0)], False).any(axis=1)
     return changed | neighbour_changed
+
+
+def _answered_neighbours(table: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """``(n, K)`` bool: the neighbour ``table[i, k]`` exists and has an answer."""
+    return (table >= 0) & answered[np.maximum(table, 0)]
+
+
+def _agreement(own: torch.Tensor, decoded: Decoded, table: np.ndarray, pairs: np.ndarray, symmetry: SymmetryTable,
+               angle: float) -> np.ndarray:
+    """``(n, K)`` bool: ``own[i]`` (a rotation in pattern ``i``'s phase) is the orientation its neighbour
+    ``table[i, k]`` answered, for the ``pairs`` ``(n, K)`` asked (False elsewhere)."""
+    rows, cols = np.nonzero(pairs)
+    neighbour = table[rows, cols]
+    rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
+    phase = torch.as_tensor(decoded.phase, dtype=torch.long)
+    out = np.zeros(table.shape, bool)
+    out[rows, cols] = _agree(own[rows], rotation[neighbour], phase[rows], phase[neighbour], symmetry, angle).numpy()
+    return out
 
 
 def _agree(a: torch.Tensor, b: torch.Tensor, phase_a: torch.Tensor, phase_b: torch.Tensor,
@@ -261,12 +276,8 @@ def _offers(decoded: Decoded, answered: np.ndarray, table: np.ndarray, listening
     """The distinct neighbour orientations offered to each doubtful, listening pattern."""
     rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
     phase = torch.as_tensor(decoded.phase, dtype=torch.long)
-    valid = (table >= 0) & answered[np.maximum(table, 0)]
-    rows, cols = np.nonzero(valid & listening[:, None])
-    neighbours = table[rows, cols]
-    same = np.zeros(table.shape, bool)
-    same[rows, cols] = _agree(rotation[rows], rotation[neighbours], phase[rows], phase[neighbours],
-                              symmetry, angle).numpy()
+    valid = _answered_neighbours(table, answered)
+    same = _agreement(rotation, decoded, table, valid & listening[:, None], symmetry, angle)
     share = same.sum(1) / np.maximum(valid.sum(1), 1)
     doubtful = np.flatnonzero(listening & valid.any(1) & (share < settings.support))
     if doubtful.size == 0:
@@ -300,12 +311,13 @@ def _refine(offers: _Offers, peaks_of: PeaksOf, tables: Sequence[ReflectionTable
     the whole refinement.
     """
     m = len(offers.owner)
-    out = {"rotation": np.zeros((m, 3, 3)), "score": np.full(m, -1.0), "explained": np.zeros(m),
-           "complete": np.zeros(m), "rms": np.zeros(m), "matched": np.zeros(m)}
+    out = {"rotation": np.zeros((m, 3, 3)), "score": np.full(m, -1.0)} | {name: np.zeros(m) for name in REFINED_PARTS}
     parts = []
     for index in range(len(tables)):
         members = np.flatnonzero(offers.phase == index)
         parts += [(index, members[start:start + OFFER_BATCH]) for start in range(0, len(members), OFFER_BATCH)]
+
+    settings = replace(refinement, iterations=OFFER_ITERATIONS) if polish else refinement
 
     def refine_part(part: tuple[int, np.ndarray]):
         index, members = part
@@ -314,11 +326,9 @@ def _refine(offers: _Offers, peaks_of: PeaksOf, tables: Sequence[ReflectionTable
         return refine_candidates(kx, ky, weight, start, tables[index], beam_energy_kev=beam_energy_kev,
                                  settings=settings)
 
-    settings = replace(refinement, iterations=OFFER_ITERATIONS) if polish else refinement
-
     for (_, members), refined in zip(parts, run_in_threads(refine_part, parts)):
         out["rotation"][members] = refined.rotations[:, 0].double().numpy()
-        for name in ("score", "explained", "complete", "rms", "matched"):
+        for name in ("score", *REFINED_PARTS):
             out[name][members] = getattr(refined, name)[:, 0].double().numpy()
     return out
 
@@ -327,18 +337,12 @@ def _break_ties(decoded: Decoded, evidence: Evidence, table: np.ndarray, answere
                 tables: Sequence[ReflectionTable], symmetry: SymmetryTable, beam_energy_kev: float,
                 refinement: RefinementSettings, angle: float, ratio: float) -> np.ndarray:
     """Ambiguous patterns whose alternative more neighbours share take it as their answer (in place); which, (n,)."""
-    ambiguous = np.flatnonzero(decoded.ambiguous & answered)
-    ids = table[ambiguous]
-    rows, cols = np.nonzero((ids >= 0) & answered[np.maximum(ids, 0)])
-    own, neighbour = ambiguous[rows], ids[rows, cols]
+    pairs = _answered_neighbours(table, answered) & (decoded.ambiguous & answered)[:, None]
     rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
     alternative = torch.as_tensor(decoded.alternative, dtype=torch.float32)
-    phase = torch.as_tensor(decoded.phase, dtype=torch.long)
-    for_answer = _agree(rotation[own], rotation[neighbour], phase[own], phase[neighbour], symmetry, angle).numpy()
-    for_alternative = _agree(alternative[own], rotation[neighbour], phase[own], phase[neighbour], symmetry,
-                             angle).numpy()
-    votes = np.bincount(rows, for_alternative.astype(float) - for_answer, minlength=len(ambiguous))
-    swap = ambiguous[votes > 0]
+    for_answer = _agreement(rotation, decoded, table, pairs, symmetry, angle).sum(1)
+    for_alternative = _agreement(alternative, decoded, table, pairs, symmetry, angle).sum(1)
+    swap = np.flatnonzero(for_alternative > for_answer)
     swapped = np.zeros(len(evidence.score), bool)
     if swap.size == 0:
         return swapped
@@ -347,7 +351,7 @@ def _break_ties(decoded: Decoded, evidence: Evidence, table: np.ndarray, answere
     old_rotation, old_score = decoded.rotation[swap].copy(), evidence.score[swap].copy()
     decoded.rotation[swap], decoded.alternative[swap] = refined["rotation"], old_rotation
     evidence.score[swap], evidence.alternative_score[swap] = refined["score"], old_score
-    for name in ("explained", "complete", "rms", "matched"):
+    for name in REFINED_PARTS:
         getattr(evidence, name)[swap] = refined[name]
     decoded.ambiguous[swap] = old_score >= ratio * refined["score"]
     swapped[swap] = True
@@ -378,7 +382,7 @@ def _adopt(decoded: Decoded, evidence: Evidence, offers: _Offers, refined: dict[
     decoded.separation_deg[owner] = np.where(has_alternative, separation, 0.0)
     decoded.ambiguous[owner] = has_alternative & (alternative_score >= ratio * new_score)
     evidence.score[owner], evidence.alternative_score[owner] = new_score, np.maximum(alternative_score, 0.0)
-    for name in ("explained", "complete", "rms", "matched"):
+    for name in REFINED_PARTS:
         getattr(evidence, name)[owner] = refined[name][win]
     changed[owner] = True
     return changed
