@@ -101,7 +101,7 @@ def _model_rate(mapper: OrientationMapper, features: np.ndarray, mask: np.ndarra
 
 
 def _table(mapper: OrientationMapper) -> SymmetryTable:
-    return SymmetryTable([c.point_group for c in mapper.crystals_])
+    return mapper._symmetry_table()
 
 
 def _as_decoded(result, names: list[str]) -> Decoded:

@@ -182,7 +182,7 @@ class OrientationMapper:
                           checkpoint_dir=checkpoint_dir, progress=progress, verbose=verbose)
         trainer.run()
         self.model_, self.crystals_, self.history_ = trainer.model.cpu().eval(), crystals, trainer.history
-        self._tables = self._libraries = None  # the phases may have changed: rebuild on the next predict
+        self._tables = self._libraries = self._symmetry = None  # the phases may have changed: rebuild on the next predict
         self.training_record_ = {"steps": trainer.step, "training_config": asdict(trainer.config),
                                  "last_validation": _last_validation(trainer.history)}
         if started_from is not None:
@@ -332,7 +332,7 @@ class OrientationMapper:
         The engine of :meth:`predict`, also used to calibrate the confidence on simulated peaks.
         """
         self._check_fitted()
-        table = SymmetryTable([c.point_group for c in self.crystals_])
+        table = self._symmetry_table()
         features, mask = tokens_from_arrays(kx, ky, intensity, valid, beam_energy_kev=beam_energy_kev,
                                             beam_radius=beam_radius, max_tokens=self.max_tokens)
         decoded = run_model(self.model_, features, mask, table, batch_size=batch_size, device=device,
@@ -374,7 +374,7 @@ class OrientationMapper:
 
         The map step of :meth:`predict`, also used to calibrate the confidence on simulated scans.
         """
-        symmetry = SymmetryTable([c.point_group for c in self.crystals_])
+        symmetry = self._symmetry_table()
         decoded = Decoded(**{name: answers[name] for name in Decoded.__dataclass_fields__})
         evidence = Evidence(**{name: answers["evidence_" + name] for name in Evidence.__dataclass_fields__})
         adopted = np.zeros(len(evidence.score), bool)
@@ -392,6 +392,12 @@ class OrientationMapper:
         if model is not None:
             answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"], support)
         return answers
+
+    def _symmetry_table(self) -> SymmetryTable:
+        """The phases' point groups, in phase order (built once)."""
+        if getattr(self, "_symmetry", None) is None:
+            self._symmetry = SymmetryTable([c.point_group for c in self.crystals_])
+        return self._symmetry
 
     def _reflection_tables(self) -> list[ReflectionTable]:
         """The phases' reflection tables (built once)."""
