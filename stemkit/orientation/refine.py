@@ -168,8 +168,7 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
     # only the beam component of R g is needed: the lateral length follows from |g| (a third of the work)
     beam = rotations[..., 2, :]  # (B, C, 3)
     if pool is None:
-        # the table is sorted by |g|: reflections beyond every pattern's reach are a tail, cut before the work
-        within = max(1, int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True)))
+        within = _within_reach(table, reach)
         g_z = torch.einsum("bcj,nj->bcn", beam, table.g[:within])
         length2, amplitude = table.length[:within] ** 2, table.amplitude[:within]
     else:
@@ -185,6 +184,12 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
     if pool is not None:
         index = torch.gather(pool, -1, index)
     return index, table.g[index]
+
+
+def _within_reach(table: ReflectionTable, reach: torch.Tensor) -> int:
+    """How many of the table's reflections lie within the largest ``reach`` (the table is sorted by ``|g|``:
+    those beyond every pattern's reach are a tail, cut before any work)."""
+    return max(1, int(torch.searchsorted(table.length, reach.max() * (1.0 + 1e-6), right=True)))
 
 
 def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,9 +276,10 @@ def refine_candidates(
     total = weights.sum(-1).clamp_min(1e-12)
     reach = torch.where(weights > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weights.dtype), torch.zeros_like(weights)).amax(-1) * 1.05 + 0.02
     current = rotations.clone()
-    # the reflections any iteration may use: chosen once from the whole table, generously (small tables: all)
+    # the reflections any iteration may use: chosen once from the whole table, generously (where the
+    # patterns reach fewer reflections than that, all of them: no pool)
     pool = None
-    if POOL_SIZE * settings.candidates < table.g.shape[0]:
+    if POOL_SIZE * settings.candidates < _within_reach(table, reach):
         pool, _ = _choose_reflections(current, table, reach, k0, POOL_SIZE * settings.candidates, POOL_ANGLE)
     for iteration in range(settings.iterations):
         radius = settings.radius(iteration)
