@@ -26,8 +26,9 @@ orientation from its twin (tilted the other way, it puts every zero-order spot a
 place with the same excitation error), and where a grain's patterns cannot tell, its pixels
 split between the two. A pattern whose nearby patterns (``twin_radius``) choose the twin of
 its answer in at least ``twin_share`` of the cases is flagged ``ambiguous``, with its
-refined twin as the alternative: on stemkit's benchmark such patterns were right 46 % of
-the time and their twin 46 %, a coin flip that the map should show as one.
+refined twin as the alternative: on stemkit's benchmark such patterns were right 47 % of
+the time and their twin 47 % (``benchmarks/orientation/flags_and_confidence.py``), a coin
+flip that the map should show as one.
 """
 
 from __future__ import annotations
