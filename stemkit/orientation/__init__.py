@@ -9,6 +9,10 @@ Modules, one concept each:
 - :mod:`simulate`: training token sets degraded as a peak finder sees them;
 - :mod:`calibration`: that degradation compared with :func:`stemkit.find_peaks` on rendered data;
 - :mod:`decode`, :mod:`inference`: model outputs → answers, alternative and ambiguity, batched by length;
+- :mod:`indexing`: candidate orientations from classical peak-pair indexing (no training needed);
+- :mod:`refine`, :mod:`selection`: every candidate and its twin refined against the pattern's peaks, and chosen;
+- :mod:`neighbours`: the map step: neighbours' orientations offered to doubtful patterns, twin flags;
+- :mod:`confidence`: the calibrated probability that an answer is within 5°;
 - :mod:`metrics`: accuracy as the issue scores it;
 - :mod:`train`: the training loop with exact checkpoint/resume, and its command line;
 - :mod:`weights`: safetensors + JSON, checked by SHA-256;
@@ -24,6 +28,7 @@ from stemkit.orientation.ipf import ipf_colors, ipf_key_image
 from stemkit.orientation.loss import SymmetryTable, multiple_choice_loss, symmetric_geodesic
 from stemkit.orientation.mapper import NotFittedError, OrientationMapper
 from stemkit.orientation.metrics import orientation_metrics
+from stemkit.orientation.neighbours import NeighbourSettings
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
 from stemkit.orientation.rotation_head import rotation_from_9d
 from stemkit.orientation.simulate import Augmentation, TrainingBatch, simulate_batch
@@ -35,6 +40,7 @@ __all__ = [
     "Decoded",
     "FEATURES",
     "ModelConfig",
+    "NeighbourSettings",
     "NotFittedError",
     "OrientationMapper",
     "OrientationTransformer",

@@ -59,6 +59,12 @@ def test_neighbours_offers_can_be_turned_off_and_say_where_they_were_taken(mappe
     assert (offered["score"].values[taken] > alone["score"].values[taken]).all()
     with pytest.raises(TypeError, match="neighbours must be True, False or a NeighbourSettings"):
         mapper.predict(specimen.intensity, progress=False, neighbours="yes")
+    from stemkit.orientation import NeighbourSettings
+
+    tuned = mapper.predict(specimen.intensity, progress=False, neighbours=NeighbourSettings(sweeps=0, twin_share=2.0,
+                                                                                          break_ties=False))
+    assert not tuned["from_neighbour"].any()  # no sweep: nothing offered
+    xr.testing.assert_equal(tuned["quaternion"], alone["quaternion"])  # nor ties ordered, nor twins flagged
 
 
 def test_numpy_dask_and_peak_inputs_agree(mapper, specimen):
