@@ -95,7 +95,9 @@ def find_peaks(
         2.5 px, too coarsely sampled for that, get ``"com"``), ``"com"`` (background-subtracted,
         Gaussian-windowed centre of mass) or ``"none"`` (whole pixels).
     noise
-        ``"poisson"`` for counts, ``"uniform"`` for data of unknown scale (see above).
+        ``"poisson"`` for counts, ``"uniform"`` for data of unknown scale (see above). With counts,
+        weak disks whose counts outweigh the background take one step of the Poisson likelihood
+        from the sub-pixel fit (:class:`~stemkit.preprocess.subpixel.PoissonStep`).
     positions
         Direct-beam positions (``beam_ky``, ``beam_kx``), e.g. from :func:`fit_descan`;
         default: measured with :func:`beam_position`.
