@@ -3,9 +3,12 @@
 The transformer gives ``K`` rotation hypotheses and a phase. Kinematic patterns near a zone
 axis look the same after a 180° rotation about the beam (Friedel's law makes ``g`` and
 ``-g`` equally bright, and the zero-order Laue zone has no ``g_z`` to tell them apart), so
-each hypothesis ``R`` is joined by its twin ``Rz(180°) R``. Every candidate is refined
+each hypothesis ``R`` is joined by its twin ``Rz(180°) R``. Every hypothesis is refined
 against the pattern's own peaks (:mod:`stemkit.orientation.refine`) in the predicted phase
-(or in every phase), and scored. The answer is the best-scoring candidate; the alternative
+(or in every phase), and scored; each twin starts from its refined partner turned about the
+beam, which puts every zero-order spot where the partner's are, and is only polished at the
+final tolerances (``TWIN_ITERATIONS``). Refined from scratch instead, the twins cost 15 % of
+the map's time and did no better (benchmarks/RESULTS.md). The answer is the best-scoring candidate; the alternative
 is the best one that is a different orientation (more than ``ambiguity_angle`` away once
 the crystal's symmetry is taken into account); the pattern is **ambiguous** when the
 alternative's score reaches ``ambiguity_ratio`` of the answer's: the pattern itself cannot
@@ -14,7 +17,7 @@ tell them apart, and stemkit says so instead of picking one silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,6 +34,7 @@ REFINE_PEAKS = 24  # strongest peaks used by the refinement
 INDEXED_CANDIDATES = 3  # orientations from peak-pair indexing added to the model's, each with its twin
 PHASE_DOUBT = 0.9  # patterns whose phase the model gives less probability than this are refined in every phase
 SAME_START_DEG = 1.0  # candidates of a pattern closer than this are one start: refined once (a third of them)
+TWIN_ITERATIONS = 2  # Gauss-Newton steps at the final tolerances that polish a twin started from its refined partner
 
 
 @dataclass
@@ -140,8 +144,8 @@ def select(
             found = (kx[members], ky[members], weight[members])
             mine = torch.cat([mine, indexed_candidates(found, libraries[index], symmetry.rotations[index],
                                                        beam_energy_kev=beam_energy_kev, keep=INDEXED_CANDIDATES)], dim=1)
-        refined = _refine_distinct(kx[members], ky[members], weight[members], mine, table, symmetry, index,
-                                   beam_energy_kev=beam_energy_kev, settings=settings)
+        refined = _refine_with_twins(kx[members], ky[members], weight[members], mine, table, symmetry, index,
+                                     beam_energy_kev=beam_energy_kev, settings=settings)
         rotations[members, index], scores[members, index] = refined.rotations, refined.score
         for name in parts:
             parts[name][members, index] = getattr(refined, name).float()
@@ -164,6 +168,32 @@ def first_of_same(candidates: torch.Tensor, symmetry: SymmetryTable, phase: int,
             same = close & (first[:, j] == j) & (first[:, k] == k)
             first[:, j] = torch.where(same, torch.full_like(first[:, j], k), first[:, j])
     return first
+
+
+def twin_layout(c: int) -> tuple[list[int], dict[int, int]]:
+    """The candidates of :func:`select` (``[R, A, T R, T A]`` then the indexed ``[I…, T I…]``): the slots of the
+    hypotheses, and each twin's slot mapped to its partner's."""
+    indexed = (c - 4) // 2
+    hypotheses = [0, 1, *range(4, 4 + indexed)]
+    twins = {2: 0, 3: 1} | {4 + indexed + i: 4 + i for i in range(indexed)}
+    return hypotheses, twins
+
+
+def _refine_with_twins(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,
+                       table: ReflectionTable, symmetry: SymmetryTable, phase: int, *, beam_energy_kev: float,
+                       settings: RefinementSettings) -> Refined:
+    """The hypotheses refined in full, their twins polished from the refined hypotheses turned about the beam."""
+    c = candidates.shape[1]
+    hypotheses, twins = twin_layout(c)
+    common = dict(beam_energy_kev=beam_energy_kev)
+    refined = _refine_distinct(kx, ky, weight, candidates[:, hypotheses], table, symmetry, phase, settings=settings,
+                               **common)
+    polished = _refine_distinct(kx, ky, weight, TWIN @ refined.rotations, table, symmetry, phase,
+                                settings=replace(settings, iterations=TWIN_ITERATIONS), **common)
+    source = {slot: (refined, i) for i, slot in enumerate(hypotheses)}
+    source |= {slot: (polished, hypotheses.index(partner)) for slot, partner in twins.items()}
+    return Refined(**{name: torch.stack([getattr(source[j][0], name)[:, source[j][1]] for j in range(c)], dim=1)
+                      for name in Refined.__dataclass_fields__})
 
 
 def _refine_distinct(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,

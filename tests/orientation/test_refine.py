@@ -167,3 +167,26 @@ def test_repeated_starts_are_refined_once_and_share_the_result():
     np.testing.assert_array_equal(shared.rotations[0, 1].numpy(), shared.rotations[0, 0].numpy())
     np.testing.assert_allclose(shared.score[0, [0, 2, 3]].numpy(), alone.score[0, [0, 2, 3]].numpy(), atol=1e-5)
     assert shared.score[0, 1] == shared.score[0, 0]
+
+
+def test_twins_are_polished_from_their_refined_partners():
+    """Each twin slot holds its refined hypothesis turned 180° about the beam and polished (within a degree of that
+    start), and at [111], where the kinematic pattern cannot tell them apart, the twin scores as the answer does."""
+    from stemkit.orientation.selection import TWIN, _refine_with_twins, twin_layout
+
+    assert twin_layout(10) == ([0, 1, 4, 5, 6], {2: 0, 3: 1, 7: 4, 8: 5, 9: 6})
+    assert twin_layout(4) == ([0, 1], {2: 0, 3: 1})
+    cu = crystal("Cu")
+    rotation = zone_axis_rotation(cu, (1, 1, 1))[None]
+    peaks = clean_peaks("Cu", rotation, k_max=1.2, thickness=100.0, s_max=0.02)
+    start = perturbed(rotation, 1.5)
+    candidates = torch.stack([start, perturbed(rotation, 3.0, seed=1), TWIN @ start, TWIN @ start], dim=1)
+    symmetry = SymmetryTable([cu.point_group])
+    refined = _refine_with_twins(*peaks, candidates, ReflectionTable.of(cu), symmetry, 0, beam_energy_kev=300.0,
+                                 settings=RefinementSettings())
+    for twin, partner in ((2, 0), (3, 1)):
+        turned = TWIN @ refined.rotations[0, partner]
+        moved = misorientation_angle(refined.rotations[0, twin].double().numpy()[None], turned.double().numpy()[None],
+                                     cu.point_group)[0]
+        assert moved < 1.0
+    assert abs(float(refined.score[0, 2] - refined.score[0, 0])) < 0.02
