@@ -26,9 +26,10 @@ orientation from its twin (tilted the other way, it puts every zero-order spot a
 place with the same excitation error), and where a grain's patterns cannot tell, its pixels
 split between the two. A pattern whose nearby patterns (``twin_radius``) choose the twin of
 its answer in at least ``twin_share`` of the cases is flagged ``ambiguous``, with its
-refined twin as the alternative: on stemkit's benchmark such patterns were right 47 % of
-the time and their twin 47 % (``benchmarks/orientation/flags_and_confidence.py``), a coin
-flip that the map should show as one.
+refined twin as the alternative: on stemkit's benchmark such patterns were right 49 % of
+the time and their twin 45 % (``benchmarks/orientation/flags_and_confidence.py``, 2026-11-22,
+with the twins of :mod:`stemkit.orientation.selection` polished from their partners; 47 % and
+47 % before), a coin flip that the map should show as one.
 """
 
 from __future__ import annotations
