@@ -35,7 +35,7 @@ from stemkit.orientation.loss import SymmetryTable  # noqa: E402
 from stemkit.orientation.mapper import OrientationMapper  # noqa: E402
 from stemkit.orientation.metrics import disorientation_deg  # noqa: E402
 from stemkit.orientation.refine import refine_candidates  # noqa: E402
-from stemkit.orientation.selection import TWIN, candidates_of, indexed_candidates, select, strongest_peaks  # noqa: E402
+from stemkit.orientation.selection import INDEXED_CANDIDATES, TWIN, candidates_of, indexed_candidates, select, strongest_peaks  # noqa: E402
 from stemkit.orientation.tokens import tokens_from_arrays  # noqa: E402
 from stemkit.physics.rotations import quaternion_to_matrix  # noqa: E402
 from stemkit.preprocess import find_peaks  # noqa: E402
@@ -101,18 +101,20 @@ def main() -> None:
                                         beam_radius=radius, max_tokens=mapper.max_tokens)
     table = SymmetryTable([c.point_group for c in mapper.crystals_])
     decoded = run_model(mapper.model_, features, mask, table)
-    model = candidates_of(decoded)
-    indexed = torch.zeros(n, 4, 3, 3)
+    with_twins = lambda hypotheses: torch.cat([hypotheses, TWIN @ hypotheses], 1)  # noqa: E731 (each refined from scratch here)
+    model = with_twins(candidates_of(decoded))
+    indexed = torch.zeros(n, 2 * INDEXED_CANDIDATES, 3, 3)
     for index, library in enumerate(mapper._pair_libraries()):
         rows = torch.as_tensor(np.flatnonzero(phase == index))
-        indexed[rows] = indexed_candidates(tuple(p[rows] for p in peaks), library, table.rotations[index],
-                                           beam_energy_kev=energy)
+        indexed[rows] = with_twins(indexed_candidates(tuple(p[rows] for p in peaks), library, table.rotations[index],
+                                                      beam_energy_kev=energy))
     rotations, scores = refine_in_true_phase(mapper, peaks, torch.cat([model, indexed], 1), phase, energy)
     error = errors(mapper, rotations, truth, phase)
     right = error < 5
     pick = lambda part: error[np.arange(n), part.start + scores[:, part].argmax(1).numpy()] < 5  # noqa: E731
-    model_part, index_part, both = slice(0, 4), slice(4, 8), slice(0, 8)
-    for label, part in (("model's 4", model_part), ("indexing's 4", index_part), ("all 8", both)):
+    m, k = model.shape[1], indexed.shape[1]
+    model_part, index_part, both = slice(0, m), slice(m, m + k), slice(0, m + k)
+    for label, part in ((f"model's {m}", model_part), (f"indexing's {k}", index_part), (f"all {m + k}", both)):
         print(f"2. candidates {label}: one within 5° for {100 * right[:, part].any(1).mean():.1f} %, "
               f"the best-scoring within 5° for {100 * pick(part).mean():.1f} %")
 

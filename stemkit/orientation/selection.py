@@ -66,22 +66,21 @@ def strongest_peaks(kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid
 
 
 def candidates_of(decoded: Decoded) -> torch.Tensor:
-    """``(n, 4, 3, 3)``: the answer, the alternative and their 180°-about-the-beam twins."""
+    """``(n, 2, 3, 3)``: the model's answer and alternative (their 180° twins join in the refinement)."""
     rotation = torch.as_tensor(decoded.rotation, dtype=torch.float32)
     alternative = torch.as_tensor(decoded.alternative, dtype=torch.float32)
-    return torch.stack([rotation, alternative, TWIN @ rotation, TWIN @ alternative], dim=1)
+    return torch.stack([rotation, alternative], dim=1)
 
 
 def indexed_candidates(peaks: tuple[torch.Tensor, torch.Tensor, torch.Tensor], library: PairLibrary,
                        symmetry: torch.Tensor, *, beam_energy_kev: float, keep: int | None = None) -> torch.Tensor:
-    """``(n, 2 keep, 3, 3)``: the ``keep`` (default :data:`INDEXED_CANDIDATES`) best-supported orientations from
-    peak-pair indexing and their twins."""
+    """``(n, keep, 3, 3)``: the ``keep`` (default :data:`INDEXED_CANDIDATES`) best-supported orientations from
+    peak-pair indexing (their 180° twins join in the refinement)."""
     keep = INDEXED_CANDIDATES if keep is None else keep
     kx, ky, weight = peaks
     k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
     rotations, cost = index_pairs(kx, ky, weight, library, k0=k0)
-    chosen = by_consensus(rotations, cost, symmetry, keep)
-    return torch.cat([chosen, TWIN @ chosen], dim=1)
+    return by_consensus(rotations, cost, symmetry, keep)
 
 
 def select(
@@ -130,7 +129,8 @@ def select(
     candidates = candidates_of(decoded)
     n, c = candidates.shape[:2]
     if libraries is not None:
-        c += 2 * INDEXED_CANDIDATES  # the indexed orientations and their twins
+        c += INDEXED_CANDIDATES
+    c *= 2  # each hypothesis and its twin
     rotations = torch.zeros(n, len(tables), c, 3, 3)
     scores = torch.full((n, len(tables), c), -1.0)
     parts = {name: torch.zeros(n, len(tables), c) for name in ("explained", "complete", "rms", "matched")}
@@ -170,29 +170,16 @@ def first_of_same(candidates: torch.Tensor, symmetry: SymmetryTable, phase: int,
     return first
 
 
-def twin_layout(c: int) -> tuple[list[int], dict[int, int]]:
-    """The candidates of :func:`select` (``[R, A, T R, T A]`` then the indexed ``[I…, T I…]``): the slots of the
-    hypotheses, and each twin's slot mapped to its partner's."""
-    indexed = (c - 4) // 2
-    hypotheses = [0, 1, *range(4, 4 + indexed)]
-    twins = {2: 0, 3: 1} | {4 + indexed + i: 4 + i for i in range(indexed)}
-    return hypotheses, twins
-
-
-def _refine_with_twins(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,
+def _refine_with_twins(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, hypotheses: torch.Tensor,
                        table: ReflectionTable, symmetry: SymmetryTable, phase: int, *, beam_energy_kev: float,
                        settings: RefinementSettings) -> Refined:
-    """The hypotheses refined in full, their twins polished from the refined hypotheses turned about the beam."""
-    c = candidates.shape[1]
-    hypotheses, twins = twin_layout(c)
+    """``(B, 2 H)``: the ``H`` hypotheses refined in full, then their twins, polished from the refined hypotheses
+    turned about the beam."""
     common = dict(beam_energy_kev=beam_energy_kev)
-    refined = _refine_distinct(kx, ky, weight, candidates[:, hypotheses], table, symmetry, phase, settings=settings,
-                               **common)
+    refined = _refine_distinct(kx, ky, weight, hypotheses, table, symmetry, phase, settings=settings, **common)
     polished = _refine_distinct(kx, ky, weight, TWIN @ refined.rotations, table, symmetry, phase,
                                 settings=replace(settings, iterations=TWIN_ITERATIONS), **common)
-    source = {slot: (refined, i) for i, slot in enumerate(hypotheses)}
-    source |= {slot: (polished, hypotheses.index(partner)) for slot, partner in twins.items()}
-    return Refined(**{name: torch.stack([getattr(source[j][0], name)[:, source[j][1]] for j in range(c)], dim=1)
+    return Refined(**{name: torch.cat([getattr(refined, name), getattr(polished, name)], dim=1)
                       for name in Refined.__dataclass_fields__})
 
 
