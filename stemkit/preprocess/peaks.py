@@ -752,8 +752,7 @@ class _PeakFinder:
         chosen = torch.nonzero(chosen).squeeze(1)
         if len(chosen):
             amplitude = weighted[chosen] * self.fitter.n_eff  # the template (unit sum) times this has that height
-            offset = offset.clone()
-            offset[chosen] = self.likelihood(values, chosen, plane[chosen], offset[chosen], amplitude)
+            offset[chosen] = self.likelihood(values, chosen, plane[chosen], offset[chosen], amplitude)  # offset is ours
         return offset
 
     def _intensity(self, values, excess, plane, pixel):

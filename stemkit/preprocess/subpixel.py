@@ -240,8 +240,9 @@ class PoissonStep:
         # the profile and its derivatives in the centre for every start on the grid (see above), for
         # starts in the first quadrant: the others are their mirror images (the disk is round)
         self.grid_step = START_STEP if len(pixels) <= 200 else 2 * START_STEP  # large disks: a coarser grid
-        self.grid = np.arange(0.0, START_SPAN + self.grid_step / 2, self.grid_step)
-        qy, qx = (a.reshape(-1, 1) for a in np.meshgrid(self.grid, self.grid, indexing="ij"))
+        grid = np.arange(0.0, START_SPAN + self.grid_step / 2, self.grid_step)
+        self.grid = torch.as_tensor(grid, dtype=torch.float32, device=device)
+        qy, qx = (a.reshape(-1, 1) for a in np.meshgrid(grid, grid, indexing="ij"))
         ry, rx = (dy[pixels] - qy).astype(np.float32), (dx[pixels] - qx).astype(np.float32)
         distance = np.hypot(ry, rx)
         slope = (profile(distance + SLOPE_SPAN) - profile(np.abs(distance - SLOPE_SPAN))) / (2 * SLOPE_SPAN)
@@ -294,7 +295,7 @@ class PoissonStep:
         cell = torch.round(offset.abs() / self.grid_step).long()
         on_grid = (cell < n).all(dim=1)
         cell = cell.clamp(max=n - 1)
-        start = torch.as_tensor(self.grid, dtype=offset.dtype, device=offset.device)[cell] * sign
+        start = self.grid[cell] * sign
         gy, gx, shape = self.table.index_select(0, cell[:, 0] * n + cell[:, 1]).unbind(1)  # (m, P): d T/d(y, x), T
         a = amplitude[:, None]
         mu = (shape * a).add_(plane @ self.design_t).clamp_min_(self.floor)
