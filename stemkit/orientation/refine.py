@@ -30,8 +30,9 @@ Score
 -----
 ``explained`` is the share of the measured weight within ``3 σ_xy`` of a reflection after
 refinement; ``complete`` is the share of the predicted weight ``|F|·exp(-s²/2σ_s²)`` of
-reflections inside the detector that were found. ``score = explained · complete^½``: a
-rotation must explain what was seen and not predict strong spots that are absent.
+reflections inside the detector that were found; ``agreement`` is the cosine between the
+predicted weights and the measured ones, reflection by reflection. ``score = explained² · agreement``:
+a rotation must explain what was seen, with the brightness its reflections should have.
 """
 
 from __future__ import annotations
@@ -155,35 +156,55 @@ def excitation_error(g_lab: torch.Tensor, k0: float) -> torch.Tensor:
     return -lateral / (k0 + torch.sqrt((k0 * k0 - lateral).clamp_min(0.0))) - g_lab[..., 2]
 
 
+@dataclass
+class _Pool:
+    """The reflections an iteration may choose from, per candidate: table indices ``(B, C, K)`` and their
+    crystal vectors, squared lengths and amplitudes, gathered once for all the iterations."""
+
+    index: torch.Tensor
+    g: torch.Tensor  # (B, C, K, 3)
+    length2: torch.Tensor  # (B, C, K)
+    amplitude: torch.Tensor  # (B, C, K)
+
+    @classmethod
+    def of(cls, index: torch.Tensor, g: torch.Tensor, table: ReflectionTable) -> _Pool:
+        """The pool of the chosen table ``index`` and vectors ``g`` (as :func:`_choose_reflections` gives them)."""
+        return cls(index=index, g=g, length2=table.length[index] ** 2, amplitude=table.amplitude[index])
+
+
 def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, k0: float,
-                        count: int, angle: float, pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        count: int, angle: float, pool: _Pool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices and crystal vectors of the ``count`` reflections of each rotation most likely to be visible.
 
     A reflection is ranked by ``|s| / (VISIBLE_S + angle · |g|)``: its excitation error
     against what a thin crystal shows, widened by how far a rotation error of ``angle``
     (radians) could move it. Reflections beyond ``reach`` (B,) from the beam are left out
-    (none was seen there). With a ``pool`` ``(B, C, N)`` of table indices (an earlier, wider
-    choice), only those are ranked.
+    (none was seen there). With a ``pool`` (an earlier, wider choice), only its reflections are ranked.
     """
     # only the beam component of R g is needed: the lateral length follows from |g| (a third of the work)
     beam = rotations[..., 2, :]  # (B, C, 3)
     if pool is None:
         within = _within_reach(table, reach)
-        g_z = torch.einsum("bcj,nj->bcn", beam, table.g[:within])
+        g_z = beam @ table.g[:within].T  # (B, C, N): one matrix product
         length2, amplitude = table.length[:within] ** 2, table.amplitude[:within]
     else:
-        g_z = torch.einsum("bcj,bcnj->bcn", beam, table.g[pool])
-        length2, amplitude = table.length[pool] ** 2, table.amplitude[pool]
-    lateral2 = (length2 - g_z ** 2).clamp_min(0.0)
-    s = -lateral2 / (k0 + torch.sqrt((k0 * k0 - lateral2).clamp_min(0.0))) - g_z
-    lateral = torch.sqrt(lateral2)
-    closeness = s.abs() / (VISIBLE_S + angle * lateral) - 0.1 * amplitude
-    closeness = torch.where(lateral <= reach[:, None, None], closeness, torch.full_like(closeness, torch.inf))
+        g_z = (pool.g @ beam.unsqueeze(-1)).squeeze(-1)
+        length2, amplitude = pool.length2, pool.amplitude
+    lateral2 = (length2 - g_z * g_z).clamp_min_(0.0)
+    # |s| = |lateral2 / (K + sqrt(K² - lateral2)) + g_z|, by its series in lateral2 / K² (< 1e-3 here: the
+    # next term is below float precision); in place, these arrays are the largest of the refinement
+    closeness = (lateral2 * (0.125 / k0 ** 3)).add_(0.5 / k0).mul_(lateral2).add_(g_z).abs_()
+    if angle > 0.0:
+        closeness.div_(torch.sqrt(lateral2).mul_(angle).add_(VISIBLE_S))
+    else:
+        closeness.div_(VISIBLE_S)
+    closeness.sub_(0.1 * amplitude)
+    closeness.masked_fill_(lateral2 > (reach * reach)[:, None, None], torch.inf)
     count = min(count, g_z.shape[2])
     index = _smallest(closeness, count)
-    if pool is not None:
-        index = torch.gather(pool, -1, index)
-    return index, table.g[index]
+    if pool is None:
+        return index, table.g[index]
+    return torch.gather(pool.index, -1, index), torch.gather(pool.g, 2, index.unsqueeze(-1).expand(*index.shape, 3))
 
 
 def _smallest(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -197,6 +218,14 @@ def _smallest(values: torch.Tensor, count: int) -> torch.Tensor:
     return torch.from_numpy(np.argpartition(values.numpy(), count - 1, axis=-1)[..., :count])
 
 
+def _argmin(values: torch.Tensor) -> torch.Tensor:
+    """Indices of the smallest values along the last axis (on the CPU by numpy, 4× faster than torch's argmin
+    for these many short rows)."""
+    if values.device.type != "cpu":
+        return values.argmin(dim=-1)
+    return torch.from_numpy(np.argmin(values.numpy(), axis=-1))
+
+
 def _within_reach(table: ReflectionTable, reach: torch.Tensor) -> int:
     """How many of the table's reflections lie within the largest ``reach`` (the table is sorted by ``|g|``:
     those beyond every pattern's reach are a tail, cut before any work)."""
@@ -205,14 +234,18 @@ def _within_reach(table: ReflectionTable, reach: torch.Tensor) -> int:
 
 def _match(points: torch.Tensor, g_lab: torch.Tensor, k0: float, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For each peak, the reflection explaining it: its index and squared distance, ``(B, C, P)`` each."""
+    b, c, m = g_lab.shape[:3]
+    p = points.shape[1]
     s = excitation_error(g_lab, k0)  # (B, C, M)
     spots = g_lab[..., :2]
-    # |p - g|² = |p|² + |g|² - 2 p·g, the cross term one batched product (no (B, C, P, M, 2) array)
-    cross = torch.einsum("bpk,bcmk->bcpm", points, spots)
-    distance2 = ((points ** 2).sum(-1)[:, None, :, None] + (spots ** 2).sum(-1)[:, :, None, :] - 2.0 * cross).clamp_min(0.0)
-    cost = distance2 / radius ** 2 + (s ** 2 / STACK_SCALE ** 2)[:, :, None, :]
-    best = cost.argmin(dim=-1)  # (B, C, P)
-    return best, torch.gather(distance2, -1, best.unsqueeze(-1)).squeeze(-1)
+    # cost |p - g|² / r² + s² / S² = |p|² / r² + (|g|² / r² + s² / S²) - 2 p·g / r²; the first term is the
+    # same for every reflection of a peak, so the choice needs only the other two: one batched product
+    offset = (spots * spots).sum(-1) / radius ** 2 + s * s / STACK_SCALE ** 2
+    cost = torch.baddbmm(offset.reshape(b * c, 1, m), points.unsqueeze(1).expand(b, c, p, 2).reshape(b * c, p, 2),
+                         spots.reshape(b * c, m, 2).transpose(1, 2), alpha=-2.0 / radius ** 2)
+    best = _argmin(cost).reshape(b, c, p)
+    matched = torch.gather(spots, 2, best.unsqueeze(-1).expand(b, c, p, 2))
+    return best, ((points.unsqueeze(1) - matched) ** 2).sum(-1)
 
 
 def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch.Tensor, amplitude: torch.Tensor,
@@ -231,21 +264,22 @@ def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch
     ex = points[:, None, :, 0] - gx
     ey = points[:, None, :, 1] - gy
     s = excitation_error(g, k0)
-    w = (weights[:, None, :] * inside).unsqueeze(-1)
+    w = weights[:, None, :] * inside  # (B, C, P)
     a, b = 1.0 / settings.sigma_xy ** 2, 1.0 / sigma_s ** 2
     # Cauchy (IRLS) weights on the excitation term: strong low-order reflections stay visible far from
     # the Bragg condition (the sinc² tails), so a large |s| must not drag the tilt.
-    robust = (1.0 / (1.0 + (s / sigma_s) ** 2)).unsqueeze(-1)
+    robust = 1.0 / (1.0 + (s / sigma_s) ** 2)
     # A reflection bright for its structure factor is near the Bragg condition: its s counts fully;
     # one faint for its structure factor may sit far out on the shape factor's tail.
     ratio = weights[:, None, :] / torch.gather(amplitude, -1, best).clamp_min(1e-3)
     ratio = (ratio / (ratio * inside).amax(-1, keepdim=True).clamp_min(1e-12)) ** 2
-    robust = robust * ratio.unsqueeze(-1)
-    outer = lambda u, v: u.unsqueeze(-1) * v.unsqueeze(-2)  # noqa: E731
-    hessian = (w.unsqueeze(-1) * (a * outer(jx, jx) + a * outer(jy, jy)
-                                  + b * robust.unsqueeze(-1) * outer(js, js))).sum(2)
-    gradient = (w * (a * jx * ex.unsqueeze(-1) + a * jy * ey.unsqueeze(-1)
-                     - b * robust * js * s.unsqueeze(-1))).sum(2)
+    robust = robust * ratio
+    # weighted least squares: H = Jᵀ W J and the gradient Jᵀ W r over the rows (x, y, s) of every matched peak
+    jacobian = torch.cat([jx, jy, js], dim=2)  # (B, C, 3P, 3)
+    residual = torch.cat([ex, ey, -s], dim=2)  # (B, C, 3P)
+    weighted = jacobian * torch.cat([a * w, a * w, b * robust * w], dim=2).unsqueeze(-1)
+    hessian = weighted.transpose(-1, -2) @ jacobian
+    gradient = (weighted.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
     scale = hessian.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).clamp_min(1e-12)
     eye = torch.eye(3, dtype=g.dtype, device=g.device)
     hessian = hessian + settings.damping * scale.unsqueeze(-1) * eye + 1e-9 * eye
@@ -288,10 +322,11 @@ def refine_candidates(
     reach = torch.where(weights > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weights.dtype), torch.zeros_like(weights)).amax(-1) * 1.05 + 0.02
     current = rotations.clone()
     # the reflections any iteration may use: chosen once from the whole table, generously (where the
-    # patterns reach fewer reflections than that, all of them: no pool)
+    # patterns reach fewer than twice that many, all of them: no pool, which gathers more than it saves)
     pool = None
-    if POOL_SIZE * settings.candidates < _within_reach(table, reach):
-        pool, _ = _choose_reflections(current, table, reach, k0, POOL_SIZE * settings.candidates, POOL_ANGLE)
+    if 2 * POOL_SIZE * settings.candidates < _within_reach(table, reach):
+        pool = _Pool.of(*_choose_reflections(current, table, reach, k0, POOL_SIZE * settings.candidates, POOL_ANGLE),
+                        table)
     for iteration in range(settings.iterations):
         radius = settings.radius(iteration)
         if iteration % 2 == 0:

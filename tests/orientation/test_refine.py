@@ -4,11 +4,22 @@ import numpy as np
 import pytest
 import torch
 
+from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.confidence import FEATURE_NAMES, ConfidenceModel, reliability
 from stemkit.orientation.decode import Decoded
 from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.metrics import disorientation_deg
-from stemkit.orientation.refine import ReflectionTable, RefinementSettings, excitation_error, refine_candidates, skew_exp
+from stemkit.orientation.refine import (
+    VISIBLE_S,
+    ReflectionTable,
+    RefinementSettings,
+    _choose_reflections,
+    _match,
+    _Pool,
+    excitation_error,
+    refine_candidates,
+    skew_exp,
+)
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.physics.kinematic import simulate_kinematic
 from stemkit.physics.presets import crystal
@@ -47,6 +58,43 @@ def test_excitation_error_matches_the_simulator():
 
     mine = excitation_error(torch.tensor(g_lab.T), 1.0 / wavelength_angstrom(300.0)).numpy()
     np.testing.assert_allclose(mine, spots.excitation_error[0][spots.valid[0]], atol=1e-6)
+
+
+def test_matching_picks_the_reflection_of_least_cost():
+    k0 = 1.0 / wavelength_angstrom(300.0)
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(4, 9, 2, generator=generator) * 2 - 1
+    g_lab = torch.cat([torch.rand(4, 2, 30, 2, generator=generator) * 2 - 1,
+                       torch.rand(4, 2, 30, 1, generator=generator) * 0.2 - 0.1], dim=-1)
+    best, distance2 = _match(points, g_lab, k0, radius=0.1)
+    full = ((points[:, None, :, None, :] - g_lab[:, :, None, :, :2]) ** 2).sum(-1)  # (B, C, P, M)
+    cost = full / 0.1 ** 2 + (excitation_error(g_lab, k0) ** 2 / 0.1 ** 2)[:, :, None, :]
+    chosen = torch.gather(cost, -1, best.unsqueeze(-1)).squeeze(-1)
+    np.testing.assert_allclose(chosen, cost.amin(-1), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(distance2, torch.gather(full, -1, best.unsqueeze(-1)).squeeze(-1), atol=1e-6)
+
+
+def test_reflections_are_chosen_by_their_excitation_error_with_or_without_a_pool():
+    cu2o = crystal("Cu2O")
+    table = ReflectionTable.of(cu2o)
+    k0 = 1.0 / wavelength_angstrom(300.0)
+    rotations = torch.tensor(quaternion_to_matrix(random_quaternions(6, seed=2)), dtype=torch.float32)[:, None]
+    reach = torch.full((6,), 1.5)
+    index, chosen = _choose_reflections(rotations, table, reach, k0, 40, angle=0.0)
+    # the reference: the exact excitation error of every reflection within reach
+    g_lab = torch.einsum("bcij,nj->bcni", rotations, table.g)
+    rank = excitation_error(g_lab, k0).abs() / VISIBLE_S - 0.1 * table.amplitude
+    rank = torch.where(g_lab[..., :2].norm(dim=-1) <= 1.5, rank, torch.full_like(rank, torch.inf))
+    expected = rank.topk(40, dim=-1, largest=False).indices
+    for row in range(6):
+        assert set(index[row, 0].tolist()) == set(expected[row, 0].tolist())
+    np.testing.assert_allclose(chosen, table.g[index])
+    # from a wider pool that holds them, the same choice
+    pool = _Pool.of(*_choose_reflections(rotations, table, reach, k0, 300, angle=0.2), table)
+    pooled, pooled_g = _choose_reflections(rotations, table, reach, k0, 40, angle=0.0, pool=pool)
+    for row in range(6):
+        assert set(pooled[row, 0].tolist()) == set(index[row, 0].tolist())
+    np.testing.assert_allclose(pooled_g, table.g[pooled])
 
 
 @pytest.mark.parametrize("name, median_limit", [("Cu", 0.5), ("Cu2O", 0.2)])
