@@ -32,6 +32,7 @@ from stemkit.orientation.refine import ReflectionTable
 from stemkit.physics.symmetry import PointGroup
 
 MIN_ANGLE_DEG = 15.0
+KEY_STRIDE = 8.0  # 1/Å: longer than any library length, so that ``first group · KEY_STRIDE + |second|`` sorts by both
 LIBRARY_K_MAX = 1.4  # 1/Å: the strongest disks of a pattern are low-order reflections
 LIBRARY_MIN_AMPLITUDE = 0.15  # relative |F| of reflections that can be among the strongest disks
 
@@ -58,7 +59,9 @@ class IndexingSettings:
 class PairLibrary:
     """Pairs of a phase's reflections ``(first, second)`` in the crystal frame, with their lengths and angle.
 
-    Sorted by ``length_first`` (ascending), so that the pairs a measured length can match are one band.
+    Sorted by ``length_first`` (ascending) and, among the pairs of one first reflection (a *group*), by
+    ``length_second``: the pairs a measured pair of lengths can match are, in each group of about the
+    right first length, one band of ``key = group · KEY_STRIDE + length_second``.
     """
 
     first: torch.Tensor  # (L, 3)
@@ -66,6 +69,8 @@ class PairLibrary:
     length_first: torch.Tensor  # (L,)
     length_second: torch.Tensor  # (L,)
     angle: torch.Tensor  # (L,) radians
+    group_length: torch.Tensor  # (G,) |first| of each group, ascending
+    key: torch.Tensor  # (L,) float64, ascending
 
     @classmethod
     def of(cls, table: ReflectionTable, point_group: PointGroup, k_max: float = LIBRARY_K_MAX,
@@ -84,13 +89,21 @@ class PairLibrary:
         lowest = np.cos(np.deg2rad(180.0 - MIN_ANGLE_DEG))
         highest = np.cos(np.deg2rad(MIN_ANGLE_DEG))
         r_index, s_index = np.nonzero((cosine > lowest) & (cosine < highest))
+        # groups (first reflections) by |first|, pairs within a group by |second|: index_pairs reads bands
+        group_order = np.argsort(np.linalg.norm(representatives, axis=1), kind="stable")
+        group_of = np.empty(len(representatives), np.int64)
+        group_of[group_order] = np.arange(len(representatives))
+        length_second = np.linalg.norm(strong[s_index], axis=1)
+        order = np.lexsort((length_second, group_of[r_index]))
+        r_index, s_index = r_index[order], s_index[order]
         first, second = representatives[r_index], strong[s_index]
-        order = np.argsort(np.linalg.norm(first, axis=1), kind="stable")  # by |first|: index_pairs reads a band
-        first, second, angle = first[order], second[order], np.arccos(cosine[r_index, s_index])[order]
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         return cls(first=as_tensor(first), second=as_tensor(second),
                    length_first=as_tensor(np.linalg.norm(first, axis=1)),
-                   length_second=as_tensor(np.linalg.norm(second, axis=1)), angle=as_tensor(angle))
+                   length_second=as_tensor(length_second[order]),
+                   angle=as_tensor(np.arccos(cosine[r_index, s_index])),
+                   group_length=as_tensor(np.linalg.norm(representatives[group_order], axis=1)),
+                   key=torch.as_tensor(group_of[r_index] * KEY_STRIDE + length_second[order], dtype=torch.float64))
 
     def __len__(self) -> int:
         return int(self.first.shape[0])
@@ -140,6 +153,18 @@ def _band(sorted_values: torch.Tensor, centre: torch.Tensor, half_width: torch.T
     return torch.where(index < high[..., None], index, torch.full_like(index, -1))
 
 
+def _library_band(library: PairLibrary, first: torch.Tensor, second: torch.Tensor, first_half_width: torch.Tensor,
+                  second_half_width: torch.Tensor) -> torch.Tensor:
+    """``(..., W)`` library pairs whose lengths lie within the half widths of the measured lengths ``first`` and
+    ``second`` (-1 pads): in every group of about the right first length, the band of the right second length."""
+    groups = _band(library.group_length, first, first_half_width)  # (..., G)
+    centre = groups.double() * KEY_STRIDE + second.double()[..., None]
+    width = second_half_width.double()[..., None].expand_as(centre)
+    pairs = _band(library.key, centre, width)  # (..., G, W)
+    pairs = torch.where(groups[..., None] >= 0, pairs, torch.full_like(pairs, -1))
+    return pairs.flatten(-2)
+
+
 def _bisector_frame(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``(..., 3, 3)`` orthonormal frames (columns) built on the bisector of ``u`` and ``v``."""
     u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -185,8 +210,8 @@ def index_pairs(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, librar
     la, lb = one.norm(dim=-1), two.norm(dim=-1)
     angle = torch.arccos(((one * two).sum(-1) / (la * lb).clamp_min(1e-12)).clamp(-1.0, 1.0))
     tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
-    # a match costs < 9 only if |la - length_first| < 3 tolerances: the library band of each measured pair
-    band = _band(library.length_first, la, 3.0 * tolerance(la))  # (B, 2M, W) library entries
+    # a match costs < 9 only if both lengths are within 3 tolerances: the library band of each measured pair
+    band = _library_band(library, la, lb, 3.0 * tolerance(la), 3.0 * tolerance(lb))  # (B, 2M, W) library entries
     inside = band >= 0
     band = band.clamp_min(0)
     cost = (((la[..., None] - library.length_first[band]) / tolerance(la)[..., None]) ** 2

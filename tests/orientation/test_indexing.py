@@ -9,6 +9,7 @@ from stemkit.orientation.indexing import (
     IndexingSettings,
     PairLibrary,
     _family_representatives,
+    _library_band,
     by_consensus,
     index_pairs,
     lift_to_ewald_sphere,
@@ -69,6 +70,22 @@ def test_library_pairs_have_the_lengths_and_angles_they_state():
     np.testing.assert_allclose(torch.arccos(cosine.clamp(-1, 1)), library.angle, atol=1e-3)
     assert float(library.angle.min()) >= np.deg2rad(15.0) - 1e-4
     assert float(library.angle.max()) <= np.deg2rad(165.0) + 1e-4
+
+
+def test_the_library_band_holds_every_pair_of_the_right_lengths_and_no_other():
+    cu2o = crystal("Cu2O")
+    library = PairLibrary.of(ReflectionTable.of(cu2o), cu2o.point_group)
+    rng = np.random.default_rng(3)
+    first, second = (torch.tensor(rng.uniform(0.2, 1.45, size=(7, 5)), dtype=torch.float32) for _ in range(2))
+    half_first, half_second = 0.03 + 0.06 * first, 0.03 + 0.06 * second
+    band = _library_band(library, first, second, half_first, half_second)
+    for index in np.ndindex(*first.shape):
+        found = set(band[index][band[index] >= 0].tolist())
+        expected = torch.nonzero(((library.length_first - first[index]).abs() <= half_first[index])
+                                 & ((library.length_second - second[index]).abs() <= half_second[index])).ravel()
+        # lengths exactly on a window's edge may fall either way in float32
+        assert len(found.symmetric_difference(expected.tolist())) <= 1, index
+        assert len(found) == len(band[index][band[index] >= 0])  # each pair once
 
 
 def test_a_lifted_peak_lies_on_the_ewald_sphere():
