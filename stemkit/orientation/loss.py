@@ -70,9 +70,12 @@ def symmetric_geodesic(
     """
     if phase is None:
         phase = torch.zeros(predicted.shape[0], dtype=torch.long, device=predicted.device)
-    symmetry = table.rotations.to(predicted.device, predicted.dtype)[phase]  # (B, G, 3, 3)
+    symmetry = table.rotations.to(predicted.device, predicted.dtype)  # (n_groups, G, 3, 3)
+    n_groups, order = symmetry.shape[:2]
     relative = predicted.transpose(-1, -2) @ true  # Pᵀ T
-    traces = torch.einsum("bij,bgji->bg", relative, symmetry)  # tr(Pᵀ T S)
+    # tr(Pᵀ T S) = Σ_ij (Pᵀ T)_ij S_ji: one product with every operator of every phase, then each sample's phase
+    traces = relative.reshape(-1, 9) @ symmetry.transpose(-1, -2).reshape(n_groups * order, 9).T
+    traces = traces.reshape(-1, n_groups, order)[torch.arange(relative.shape[0], device=phase.device), phase]
     cos = ((traces.max(dim=1).values - 1.0) / 2.0).clamp(-1 + ACOS_EPS, 1 - ACOS_EPS)
     return torch.arccos(cos)
 
