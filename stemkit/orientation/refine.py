@@ -332,7 +332,7 @@ def refine_candidates(
         if iteration % 2 == 0:
             index, chosen = _choose_reflections(current, table, reach, k0, settings.candidates, radius, pool)
             amplitude = table.amplitude[index]
-        g_lab = torch.einsum("bcij,bcmj->bcmi", current, chosen)
+        g_lab = chosen @ current.transpose(-1, -2)  # (B, C, M, 3): R g of every chosen reflection
         best, distance2 = _match(points, g_lab, k0, radius)
         inside = (distance2 < radius ** 2).to(weights.dtype)
         omega = _gauss_newton_step(points, weights, g_lab, amplitude, best, inside, k0, settings,
@@ -344,7 +344,7 @@ def refine_candidates(
 def _score(points, weights, total, rotations, table, reach, k0, settings, pool) -> Refined:
     """The scores of refined rotations (see the module docstring)."""
     index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0, pool)
-    g_lab = torch.einsum("bcij,bcmj->bcmi", rotations, chosen)
+    g_lab = chosen @ rotations.transpose(-1, -2)
     radius = 3.0 * settings.sigma_xy
     best, distance2 = _match(points, g_lab, k0, radius)
     hit = (distance2 < radius ** 2) & (weights[:, None, :] > 0)
