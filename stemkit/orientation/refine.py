@@ -287,6 +287,29 @@ def _gauss_newton_step(points: torch.Tensor, weights: torch.Tensor, g_lab: torch
     return step.clamp(-0.1, 0.1)  # at most ~6° per step about each axis
 
 
+def peak_reach(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` how far from the beam each pattern's reflections are looked for (1/Å): a little beyond its
+    furthest peak (``weight`` 0 marks padding)."""
+    distance = torch.where(weight > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weight.dtype), torch.zeros_like(weight))
+    return distance.amax(-1) * 1.05 + 0.02
+
+
+@torch.no_grad()
+def reflection_pool(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, *, beam_energy_kev: float,
+                    settings: RefinementSettings = RefinementSettings()) -> torch.Tensor | None:
+    """``(B, C, K)`` table indices of the reflections a refinement of ``rotations`` may use: those a rotation of up
+    to about :data:`POOL_ANGLE` could bring near the Ewald sphere, chosen once from the whole table.
+
+    None where the patterns (``reach`` (B,), :func:`peak_reach`) reach fewer than twice that many: then every
+    iteration chooses from the whole table (a pool would gather more than it saves).
+    """
+    count = POOL_SIZE * settings.candidates
+    if 2 * count >= _within_reach(table, reach):
+        return None
+    k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
+    return _choose_reflections(rotations, table, reach, k0, count, POOL_ANGLE)[0]
+
+
 @torch.no_grad()
 def refine_candidates(
     kx: torch.Tensor,
@@ -297,6 +320,7 @@ def refine_candidates(
     *,
     beam_energy_kev: float,
     settings: RefinementSettings = RefinementSettings(),
+    pool: torch.Tensor | None = None,
 ) -> Refined:
     """Refine ``C`` candidate rotations of each of ``B`` patterns against its peaks.
 
@@ -314,19 +338,19 @@ def refine_candidates(
         The beam energy (sets the Ewald sphere).
     settings
         Tolerances.
+    pool
+        ``(B, C, K)`` table indices the iterations may choose from (:func:`reflection_pool`, for these
+        rotations or ones within a few degrees of them); None: chosen here.
     """
     k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
     points = torch.stack([kx, ky], dim=-1).to(rotations.dtype)
     weights = weight.to(rotations.dtype)
     total = weights.sum(-1).clamp_min(1e-12)
-    reach = torch.where(weights > 0, torch.sqrt(kx ** 2 + ky ** 2).to(weights.dtype), torch.zeros_like(weights)).amax(-1) * 1.05 + 0.02
+    reach = peak_reach(kx, ky, weights)
     current = rotations.clone()
-    # the reflections any iteration may use: chosen once from the whole table, generously (where the
-    # patterns reach fewer than twice that many, all of them: no pool, which gathers more than it saves)
-    pool = None
-    if 2 * POOL_SIZE * settings.candidates < _within_reach(table, reach):
-        pool = _Pool.of(*_choose_reflections(current, table, reach, k0, POOL_SIZE * settings.candidates, POOL_ANGLE),
-                        table)
+    if pool is None:
+        pool = reflection_pool(current, table, reach, beam_energy_kev=beam_energy_kev, settings=settings)
+    pool = None if pool is None else _Pool.of(pool, table.g[pool], table)
     for iteration in range(settings.iterations):
         radius = settings.radius(iteration)
         if iteration % 2 == 0:

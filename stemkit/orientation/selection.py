@@ -26,7 +26,14 @@ from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.decode import Decoded
 from stemkit.orientation.indexing import PairLibrary, by_consensus, index_pairs
 from stemkit.orientation.loss import SymmetryTable, symmetric_geodesic
-from stemkit.orientation.refine import Refined, ReflectionTable, RefinementSettings, refine_candidates
+from stemkit.orientation.refine import (
+    Refined,
+    ReflectionTable,
+    RefinementSettings,
+    peak_reach,
+    refine_candidates,
+    reflection_pool,
+)
 
 TWIN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))  # 180° about the beam
 AMBIGUITY_RATIO = 0.985
@@ -174,30 +181,41 @@ def _refine_with_twins(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor,
                        table: ReflectionTable, symmetry: SymmetryTable, phase: int, *, beam_energy_kev: float,
                        settings: RefinementSettings) -> Refined:
     """``(B, 2 H)``: the ``H`` hypotheses refined in full, then their twins, polished from the refined hypotheses
-    turned about the beam."""
+    turned about the beam.
+
+    A twin shares its partner's reflection pool: turned about the beam, a rotation brings the same
+    reflections near the Ewald sphere."""
     common = dict(beam_energy_kev=beam_energy_kev)
-    refined = _refine_distinct(kx, ky, weight, hypotheses, table, symmetry, phase, settings=settings, **common)
-    polished = _refine_distinct(kx, ky, weight, TWIN @ refined.rotations, table, symmetry, phase,
-                                settings=replace(settings, iterations=TWIN_ITERATIONS), **common)
+    refined, pool = _refine_distinct(kx, ky, weight, hypotheses, table, symmetry, phase, settings=settings, **common)
+    polished, _ = _refine_distinct(kx, ky, weight, TWIN @ refined.rotations, table, symmetry, phase,
+                                   settings=replace(settings, iterations=TWIN_ITERATIONS), pool=pool, **common)
     return Refined(**{name: torch.cat([getattr(refined, name), getattr(polished, name)], dim=1)
                       for name in Refined.__dataclass_fields__})
 
 
 def _refine_distinct(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, candidates: torch.Tensor,
                      table: ReflectionTable, symmetry: SymmetryTable, phase: int, *, beam_energy_kev: float,
-                     settings: RefinementSettings) -> Refined:
+                     settings: RefinementSettings, pool: torch.Tensor | None = None
+                     ) -> tuple[Refined, torch.Tensor | None]:
     """:func:`refine_candidates` on the distinct candidates (of the phase ``phase``) only; a repeated start shares its
-    first's result."""
+    first's result. Also the ``(B, C, K)`` reflection pools used (``pool``, given, or chosen here; None: none)."""
     b, c = candidates.shape[:2]
     first = first_of_same(candidates, symmetry, phase)
     rows, cols = torch.nonzero(first == torch.arange(c), as_tuple=True)
-    refined = refine_candidates(kx[rows], ky[rows], weight[rows], candidates[rows, cols][:, None], table,
-                                beam_energy_kev=beam_energy_kev, settings=settings)
+    starts = candidates[rows, cols][:, None]
+    if pool is None:
+        pool = reflection_pool(starts, table, peak_reach(kx[rows], ky[rows], weight[rows]),
+                               beam_energy_kev=beam_energy_kev, settings=settings)
+    else:
+        pool = pool[rows, cols][:, None]
+    refined = refine_candidates(kx[rows], ky[rows], weight[rows], starts, table, beam_energy_kev=beam_energy_kev,
+                                settings=settings, pool=pool)
     slot = torch.full((b, c), -1, dtype=torch.long)
     slot[rows, cols] = torch.arange(len(rows))
     source = slot.gather(1, first).reshape(-1)  # every candidate's row in the distinct results
     spread = lambda value: value[:, 0][source].reshape(b, c, *value.shape[2:])  # noqa: E731
-    return Refined(**{name: spread(getattr(refined, name)) for name in Refined.__dataclass_fields__})
+    return (Refined(**{name: spread(getattr(refined, name)) for name in Refined.__dataclass_fields__}),
+            None if pool is None else spread(pool))
 
 
 def _choose(decoded, rotations, scores, parts, symmetry, ambiguity_angle, ambiguity_ratio) -> tuple[Decoded, Evidence]:

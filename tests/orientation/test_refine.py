@@ -210,7 +210,7 @@ def test_repeated_starts_are_refined_once_and_share_the_result():
     assert first_of_same(start, symmetry, 0).tolist() == [[0, 0, 2, 3]]
     peaks = clean_peaks("Cu", rotation[:1].astype(np.float64))
     table = ReflectionTable.of(cu)
-    shared = _refine_distinct(*peaks, start, table, symmetry, 0, beam_energy_kev=300.0, settings=RefinementSettings())
+    shared, _ = _refine_distinct(*peaks, start, table, symmetry, 0, beam_energy_kev=300.0, settings=RefinementSettings())
     alone = refine_candidates(*peaks, start, table, beam_energy_kev=300.0)
     np.testing.assert_array_equal(shared.rotations[0, 1].numpy(), shared.rotations[0, 0].numpy())
     np.testing.assert_allclose(shared.score[0, [0, 2, 3]].numpy(), alone.score[0, [0, 2, 3]].numpy(), atol=1e-5)
