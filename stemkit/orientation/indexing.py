@@ -50,8 +50,8 @@ class IndexingSettings:
     length_tolerance: float = 0.01
     relative_length_tolerance: float = 0.02
     angle_tolerance_deg: float = 3.0
-    strongest: int = 5
-    pairs: int = 6
+    strongest: int = 6
+    pairs: int = 10
     candidates: int = 12
 
 
