@@ -34,7 +34,7 @@ from stemkit.physics.symmetry import PointGroup
 MIN_ANGLE_DEG = 15.0
 KEY_STRIDE = 8.0  # 1/Å: longer than any library length, so that ``first group · KEY_STRIDE + |second|`` sorts by both
 LIBRARY_K_MAX = 1.4  # 1/Å: the strongest disks of a pattern are low-order reflections
-LIBRARY_MIN_AMPLITUDE = 0.15  # relative |F| of reflections that can be among the strongest disks
+LIBRARY_MIN_AMPLITUDE = 0.08  # relative |F| of reflections that can be among the strongest disks (dynamical scattering lifts weak ones)
 
 
 @dataclass(frozen=True)
