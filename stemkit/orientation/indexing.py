@@ -153,16 +153,36 @@ def _band(sorted_values: torch.Tensor, centre: torch.Tensor, half_width: torch.T
     return torch.where(index < high[..., None], index, torch.full_like(index, -1))
 
 
-def _library_band(library: PairLibrary, first: torch.Tensor, second: torch.Tensor, first_half_width: torch.Tensor,
-                  second_half_width: torch.Tensor) -> torch.Tensor:
-    """``(..., W)`` library pairs whose lengths lie within the half widths of the measured lengths ``first`` and
-    ``second`` (-1 pads): in every group of about the right first length, the band of the right second length."""
-    groups = _band(library.group_length, first, first_half_width)  # (..., G)
+def _library_matches(library: PairLibrary, first: torch.Tensor, second: torch.Tensor, first_half_width: torch.Tensor,
+                     second_half_width: torch.Tensor, usable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The library pairs whose lengths lie within the half widths of the measured lengths ``first`` and ``second``
+    (``(...)`` each; ``usable`` False: none), as flat lists: the measured pair's flat index and the library entry.
+
+    In every group of about the right first length, the band of the right second length (no padding)."""
+    groups = _band(library.group_length, first, first_half_width)  # (..., G), -1 pads
     centre = groups.double() * KEY_STRIDE + second.double()[..., None]
-    width = second_half_width.double()[..., None].expand_as(centre)
-    pairs = _band(library.key, centre, width)  # (..., G, W)
-    pairs = torch.where(groups[..., None] >= 0, pairs, torch.full_like(pairs, -1))
-    return pairs.flatten(-2)
+    width = second_half_width.double()[..., None]
+    low = torch.searchsorted(library.key, (centre - width).contiguous())
+    high = torch.searchsorted(library.key, (centre + width).contiguous(), right=True)
+    count = torch.where((groups >= 0) & usable[..., None], high - low, 0).reshape(-1)
+    owner = torch.repeat_interleave(torch.arange(count.numel()), count)  # one (measured pair, group) per match
+    offset = torch.arange(owner.numel()) - (torch.cumsum(count, 0) - count)[owner]
+    return owner // groups.shape[-1], low.reshape(-1)[owner] + offset
+
+
+def _smallest_per_row(row: torch.Tensor, value: torch.Tensor, rows: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` smallest ``value`` (flat, ``>= 0``, below 1e3) of each ``row``, ascending: ``(rows, count)`` values
+    (inf where a row has fewer) and their positions in the flat list (-1 there)."""
+    order = torch.argsort(row.double() * 1e3 + value.double())
+    row = row[order]
+    start = torch.cumsum(torch.bincount(row, minlength=rows), 0) - torch.bincount(row, minlength=rows)
+    rank = torch.arange(len(row)) - start[row]
+    keep = rank < count
+    values = torch.full((rows, count), torch.inf)
+    positions = torch.full((rows, count), -1, dtype=torch.long)
+    values[row[keep], rank[keep]] = value[order][keep]
+    positions[row[keep], rank[keep]] = order[keep]
+    return values, positions
 
 
 def _bisector_frame(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -210,19 +230,16 @@ def index_pairs(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, librar
     la, lb = one.norm(dim=-1), two.norm(dim=-1)
     angle = torch.arccos(((one * two).sum(-1) / (la * lb).clamp_min(1e-12)).clamp(-1.0, 1.0))
     tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
-    # a match costs < 9 only if both lengths are within 3 tolerances: the library band of each measured pair
-    band = _library_band(library, la, lb, 3.0 * tolerance(la), 3.0 * tolerance(lb))  # (B, 2M, W) library entries
-    inside = band >= 0
-    band = band.clamp_min(0)
-    cost = (((la[..., None] - library.length_first[band]) / tolerance(la)[..., None]) ** 2
-            + ((lb[..., None] - library.length_second[band]) / tolerance(lb)[..., None]) ** 2
-            + ((angle[..., None] - library.angle[band]) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)
-    cost = torch.where(valid[..., None] & inside & (cost < 9.0), cost, torch.full_like(cost, torch.inf))
-    flat = cost.reshape(cost.shape[0], -1)
-    count = min(settings.candidates, flat.shape[1])
-    best_cost, best = flat.topk(count, dim=1, largest=False)
-    pair = best // band.shape[-1]
-    entry = torch.gather(band.reshape(band.shape[0], -1), 1, best)
+    # a match costs < 9 only if both lengths are within 3 tolerances: those library pairs of each measured pair
+    measured, entry = _library_matches(library, la, lb, 3.0 * tolerance(la), 3.0 * tolerance(lb), valid)
+    pattern, pair = measured // la.shape[1], measured % la.shape[1]
+    cost = (((la[pattern, pair] - library.length_first[entry]) / tolerance(la[pattern, pair])) ** 2
+            + ((lb[pattern, pair] - library.length_second[entry]) / tolerance(lb[pattern, pair])) ** 2
+            + ((angle[pattern, pair] - library.angle[entry]) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)
+    good = cost < 9.0
+    best_cost, best = _smallest_per_row(pattern[good], cost[good], q.shape[0], settings.candidates)
+    take = lambda values: torch.cat([values[good], values.new_zeros(1)])[best]  # noqa: E731  (-1: the appended 0)
+    pair, entry = take(pair), take(entry)
     lab = _bisector_frame(one[rows, pair], two[rows, pair])  # (B, C, 3, 3)
     crystal = _bisector_frame(library.first[entry], library.second[entry])
     rotations = lab @ crystal.transpose(-1, -2)

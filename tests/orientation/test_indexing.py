@@ -9,7 +9,7 @@ from stemkit.orientation.indexing import (
     IndexingSettings,
     PairLibrary,
     _family_representatives,
-    _library_band,
+    _library_matches,
     by_consensus,
     index_pairs,
     lift_to_ewald_sphere,
@@ -72,20 +72,26 @@ def test_library_pairs_have_the_lengths_and_angles_they_state():
     assert float(library.angle.max()) <= np.deg2rad(165.0) + 1e-4
 
 
-def test_the_library_band_holds_every_pair_of_the_right_lengths_and_no_other():
+def test_library_matches_are_every_pair_of_the_right_lengths_and_no_other():
     cu2o = crystal("Cu2O")
     library = PairLibrary.of(ReflectionTable.of(cu2o), cu2o.point_group)
     rng = np.random.default_rng(3)
     first, second = (torch.tensor(rng.uniform(0.2, 1.45, size=(7, 5)), dtype=torch.float32) for _ in range(2))
     half_first, half_second = 0.03 + 0.06 * first, 0.03 + 0.06 * second
-    band = _library_band(library, first, second, half_first, half_second)
-    for index in np.ndindex(*first.shape):
-        found = set(band[index][band[index] >= 0].tolist())
+    usable = torch.ones(7, 5, dtype=torch.bool)
+    usable[2, 3] = False
+    measured, entry = _library_matches(library, first, second, half_first, half_second, usable)
+    for flat, index in enumerate(np.ndindex(*first.shape)):
+        found = entry[measured == flat].tolist()
+        assert len(found) == len(set(found))  # each pair once
+        if not usable[index]:
+            assert found == []
+            continue
         expected = torch.nonzero(((library.length_first - first[index]).abs() <= half_first[index])
                                  & ((library.length_second - second[index]).abs() <= half_second[index])).ravel()
         # lengths exactly on a window's edge may fall either way in float32
-        assert len(found.symmetric_difference(expected.tolist())) <= 1, index
-        assert len(found) == len(band[index][band[index] >= 0])  # each pair once
+        assert len(set(found).symmetric_difference(expected.tolist())) <= 1, index
+    assert measured.numel() > 100  # the windows are wide: many library pairs fall in them
 
 
 def test_a_lifted_peak_lies_on_the_ewald_sphere():
