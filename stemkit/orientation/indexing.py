@@ -15,7 +15,8 @@ lengths and angles compared are those of three-dimensional reciprocal vectors.
 The crystal's pairs are enumerated once per phase (:class:`PairLibrary`): the first
 reflection is one representative of each symmetry-equivalent family, the second any strong
 reflection at an angle between :data:`MIN_ANGLE_DEG` and ``180° - MIN_ANGLE_DEG`` (nearly
-parallel vectors fix no rotation about themselves). Each measured pair is compared with
+parallel vectors fix no rotation about themselves), one of each set that the rotations fixing the
+first map into one another (they would give the same orientation again). Each measured pair is compared with
 every library pair in both assignments; the closest matches, in units of the length and
 angle tolerances, give rotations by the bisector triad (the error is shared between the
 two vectors), which the refinement then polishes.
@@ -88,7 +89,8 @@ class PairLibrary:
         cosine = np.clip(unit_r @ unit_s.T, -1.0, 1.0)  # (R, S)
         lowest = np.cos(np.deg2rad(180.0 - MIN_ANGLE_DEG))
         highest = np.cos(np.deg2rad(MIN_ANGLE_DEG))
-        r_index, s_index = np.nonzero((cosine > lowest) & (cosine < highest))
+        distinct = _distinct_seconds(representatives, strong, point_group)
+        r_index, s_index = np.nonzero((cosine > lowest) & (cosine < highest) & distinct)
         # groups (first reflections) by |first|, pairs within a group by |second|: index_pairs reads bands
         group_order = np.argsort(np.linalg.norm(representatives, axis=1), kind="stable")
         group_of = np.empty(len(representatives), np.int64)
@@ -122,6 +124,25 @@ def _family_representatives(g: np.ndarray, point_group: PointGroup) -> np.ndarra
         distance = np.abs(images[index][:, None, :] - g[None, :, :]).max(-1)  # (S, n)
         taken |= (distance < scale).any(0)
     return np.asarray(chosen, dtype=np.int64)
+
+
+def _distinct_seconds(first: np.ndarray, second: np.ndarray, point_group: PointGroup) -> np.ndarray:
+    """``(F, S)``: whether ``second[j]`` is the first of its orbit under the rotations that leave ``first[i]`` in
+    place. Two such seconds make the same pair up to a symmetry of the crystal, hence the same orientation: the
+    library keeps one, so a measured pair does not fill the candidates with copies of one orientation, nor vote
+    for it more than once."""
+    scale = max(1e-6, 1e-4 * float(np.abs(second).max()))
+    keep = np.ones((len(first), len(second)), bool)
+    for i, vector in enumerate(first):
+        fixing = [r for r in point_group.rotations if np.abs(r @ vector - vector).max() < scale]
+        taken = np.zeros(len(second), bool)
+        for j in range(len(second)):
+            if taken[j]:
+                keep[i, j] = False
+                continue
+            images = np.stack([r @ second[j] for r in fixing])  # (K, 3)
+            taken |= (np.abs(images[:, None, :] - second[None, :, :]).max(-1) < scale).any(0)
+    return keep
 
 
 def lift_to_ewald_sphere(kx: torch.Tensor, ky: torch.Tensor, k0: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.indexing import (
     IndexingSettings,
     PairLibrary,
+    _distinct_seconds,
     _family_representatives,
     _library_matches,
     by_consensus,
@@ -59,6 +60,18 @@ def test_family_representatives_are_one_per_orbit_of_the_point_group():
     chosen = _family_representatives(g, cu.point_group)
     lengths = np.round(np.linalg.norm(g[chosen], axis=1), 6)
     assert len(chosen) == 3 and len(set(lengths)) == 3
+
+
+def test_seconds_related_by_a_rotation_fixing_the_first_are_kept_once():
+    cu = crystal("Cu")
+    first = np.array([[1.0, 1.0, 1.0]]) / 3.615
+    second = np.array([[2.0, 0, 0], [0, 2, 0], [0, 0, 2], [-2, 0, 0], [0, -2, 0], [0, 0, -2]]) / 3.615
+    keep = _distinct_seconds(first, second, cu.point_group)[0]
+    # the 3-fold axis along [111] turns (200) -> (020) -> (002): one of the three at 54.7°, one at 125.3°
+    assert keep.tolist() == [True, False, False, True, False, False]
+    # a general first reflection is fixed by the identity only: every second kept
+    general = np.array([[1.0, 2.0, 3.0]]) / 3.615
+    assert _distinct_seconds(general, second, cu.point_group).all()
 
 
 def test_library_pairs_have_the_lengths_and_angles_they_state():
