@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stemkit.orientation.refine import ReflectionTable
+from stemkit.orientation.refine import K_MAX, ReflectionTable
 from stemkit.physics.symmetry import PointGroup
 
 MIN_ANGLE_DEG = 15.0
 KEY_STRIDE = 8.0  # 1/Å: longer than any library length, so that ``first group · KEY_STRIDE + |second|`` sorts by both
-LIBRARY_K_MAX = 1.4  # 1/Å: the strongest disks of a pattern are low-order reflections
+LIBRARY_K_MAX = K_MAX  # 1/Å: every reflection the refinement knows (dynamical scattering makes high-order disks strong too)
 LIBRARY_MIN_AMPLITUDE = 0.08  # relative |F| of reflections that can be among the strongest disks (dynamical scattering lifts weak ones)
 
 
