@@ -253,11 +253,15 @@ def index_pairs(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, librar
     tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
     # a match costs < 9 only if both lengths are within 3 tolerances: those library pairs of each measured pair
     measured, entry = _library_matches(library, la, lb, 3.0 * tolerance(la), 3.0 * tolerance(lb), valid)
-    pattern, pair = measured // la.shape[1], measured % la.shape[1]
-    cost = (((la[pattern, pair] - library.length_first[entry]) / tolerance(la[pattern, pair])) ** 2
-            + ((lb[pattern, pair] - library.length_second[entry]) / tolerance(lb[pattern, pair])) ** 2
-            + ((angle[pattern, pair] - library.angle[entry]) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)
+    # the angle is the most selective term (the lengths are within 3 tolerances already): it first
+    cost = ((angle.reshape(-1)[measured] - library.angle[entry]) / np.deg2rad(settings.angle_tolerance_deg)) ** 2
+    close = torch.nonzero(cost < 9.0).squeeze(1)
+    measured, entry, cost = measured[close], entry[close], cost[close]
+    first_length, second_length = la.reshape(-1)[measured], lb.reshape(-1)[measured]
+    cost = (cost + ((first_length - library.length_first[entry]) / tolerance(first_length)) ** 2
+            + ((second_length - library.length_second[entry]) / tolerance(second_length)) ** 2)
     good = cost < 9.0
+    pattern, pair = measured // la.shape[1], measured % la.shape[1]
     best_cost, best = _smallest_per_row(pattern[good], cost[good], q.shape[0], settings.candidates)
     take = lambda values: torch.cat([values[good], values.new_zeros(1)])[best]  # noqa: E731  (-1: the appended 0)
     pair, entry = take(pair), take(entry)
