@@ -186,8 +186,8 @@ def _library_matches(library: PairLibrary, first: torch.Tensor, second: torch.Te
     low = torch.searchsorted(library.key, (centre - width).contiguous())
     high = torch.searchsorted(library.key, (centre + width).contiguous(), right=True)
     count = torch.where((groups >= 0) & usable[..., None], high - low, 0).reshape(-1)
-    owner = torch.repeat_interleave(torch.arange(count.numel()), count)  # one (measured pair, group) per match
-    offset = torch.arange(owner.numel()) - (torch.cumsum(count, 0) - count)[owner]
+    owner = torch.repeat_interleave(torch.arange(count.numel(), device=count.device), count)  # one per match
+    offset = torch.arange(owner.numel(), device=count.device) - (torch.cumsum(count, 0) - count)[owner]
     return owner // groups.shape[-1], low.reshape(-1)[owner] + offset
 
 
@@ -197,10 +197,10 @@ def _smallest_per_row(row: torch.Tensor, value: torch.Tensor, rows: int, count: 
     order = torch.argsort(row.double() * 1e3 + value.double())
     row = row[order]
     start = torch.cumsum(torch.bincount(row, minlength=rows), 0) - torch.bincount(row, minlength=rows)
-    rank = torch.arange(len(row)) - start[row]
+    rank = torch.arange(len(row), device=row.device) - start[row]
     keep = rank < count
-    values = torch.full((rows, count), torch.inf)
-    positions = torch.full((rows, count), -1, dtype=torch.long)
+    values = torch.full((rows, count), torch.inf, device=value.device)
+    positions = torch.full((rows, count), -1, dtype=torch.long, device=value.device)
     values[row[keep], rank[keep]] = value[order][keep]
     positions[row[keep], rank[keep]] = order[keep]
     return values, positions

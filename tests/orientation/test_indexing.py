@@ -107,6 +107,37 @@ def test_library_matches_are_every_pair_of_the_right_lengths_and_no_other():
     assert measured.numel() > 100  # the windows are wide: many library pairs fall in them
 
 
+def test_index_pairs_keeps_the_best_matches_of_the_whole_library():
+    """The banded, flat search returns the best costs of comparing each measured pair (both ways round) with every
+    library pair."""
+    cu = crystal("Cu")
+    library = PairLibrary.of(ReflectionTable.of(cu), cu.point_group)
+    kx, ky, weight = spots("Cu", near_zone_axes("Cu", 6, seed=4))
+    settings = IndexingSettings(candidates=2000)  # every match below the cut, not only the best 12
+    _, cost = index_pairs(kx, ky, weight, library, k0=K0, settings=settings)
+    q = lift_to_ewald_sphere(kx, ky, K0)
+    tolerance = lambda length: settings.length_tolerance + settings.relative_length_tolerance * length  # noqa: E731
+    for row in range(len(kx)):
+        pairs = []
+        for a in range(settings.strongest):
+            for b in range(a + 1, settings.strongest):
+                cosine = float(q[row, a] @ q[row, b] / (q[row, a].norm() * q[row, b].norm()))
+                if weight[row, a] > 0 and weight[row, b] > 0 and abs(cosine) < np.cos(np.deg2rad(15.0)):
+                    pairs.append((float(weight[row, a] * weight[row, b]), a, b))
+        found = []
+        for _, a, b in sorted(pairs, reverse=True)[:settings.pairs]:
+            for one, two in ((q[row, a], q[row, b]), (q[row, b], q[row, a])):
+                angle = torch.arccos((one @ two / (one.norm() * two.norm())).clamp(-1, 1))
+                full = (((one.norm() - library.length_first) / tolerance(one.norm())) ** 2
+                        + ((two.norm() - library.length_second) / tolerance(two.norm())) ** 2
+                        + ((angle - library.angle) / np.deg2rad(settings.angle_tolerance_deg)) ** 2)
+                found += full[full < 9.0].tolist()
+        expected = np.sort(found)[:settings.candidates]
+        got = cost[row][torch.isfinite(cost[row])].numpy()
+        assert 12 < len(expected) < settings.candidates
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
 def test_a_lifted_peak_lies_on_the_ewald_sphere():
     kx, ky = torch.tensor([0.3, -1.2, 0.0]), torch.tensor([0.4, 0.9, -1.5])
     q = lift_to_ewald_sphere(kx, ky, K0)
