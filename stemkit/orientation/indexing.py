@@ -36,6 +36,7 @@ MIN_ANGLE_DEG = 15.0
 KEY_STRIDE = 8.0  # 1/Å: longer than any library length, so that ``first group · KEY_STRIDE + |second|`` sorts by both
 LIBRARY_K_MAX = K_MAX  # 1/Å: every reflection the refinement knows (dynamical scattering makes high-order disks strong too)
 LIBRARY_MIN_AMPLITUDE = 0.08  # relative |F| of reflections that can be among the strongest disks (dynamical scattering lifts weak ones)
+LIBRARY_MAX_PAIRS = 40_000  # families × reflections (before the angle cut): large cells keep their strongest reflections
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,12 @@ class PairLibrary:
            min_amplitude: float = LIBRARY_MIN_AMPLITUDE) -> PairLibrary:
         """The library of ``table``'s strong reflections up to ``k_max`` (1/Å)."""
         g = table.g.double().numpy()
-        length = np.linalg.norm(g, axis=1)
-        strong = g[(length <= k_max) & (table.amplitude.numpy() >= min_amplitude)]
-        if len(strong) < 2:
+        length, amplitude = np.linalg.norm(g, axis=1), table.amplitude.double().numpy()
+        chosen = (length <= k_max) & (amplitude >= min_amplitude)
+        if chosen.sum() < 2:
             raise ValueError(f"phase {table.name!r} has fewer than two reflections of relative amplitude "
                              f">= {min_amplitude} within {k_max} 1/Å: nothing to index a pattern with")
+        strong = _strongest_within_budget(g[chosen], amplitude[chosen], point_group)
         representatives = strong[_family_representatives(strong, point_group)]
         unit_r = representatives / np.linalg.norm(representatives, axis=1, keepdims=True)
         unit_s = strong / np.linalg.norm(strong, axis=1, keepdims=True)
@@ -126,22 +128,47 @@ def _family_representatives(g: np.ndarray, point_group: PointGroup) -> np.ndarra
     return np.asarray(chosen, dtype=np.int64)
 
 
+def _strongest_within_budget(g: np.ndarray, amplitude: np.ndarray, point_group: PointGroup,
+                             budget: int = LIBRARY_MAX_PAIRS) -> np.ndarray:
+    """The reflections ``g`` of amplitude down to the lowest at which families × reflections stays within ``budget``
+    (all of them where it does; at least the strongest two families' worth)."""
+    def size(threshold: float) -> int:
+        kept = g[amplitude >= threshold]
+        return len(_family_representatives(kept, point_group)) * len(kept)
+
+    levels = np.unique(amplitude)[::-1]  # strongest first
+    if len(levels) < 3 or size(levels[-1]) <= budget:
+        return g
+    low, high = 1, len(levels) - 1  # levels[:low] fit (at least the strongest level is kept), levels[:high + 1] do not
+    while low < high:
+        middle = (low + high) // 2
+        if size(levels[middle]) <= budget:
+            low = middle + 1
+        else:
+            high = middle
+    kept = g[amplitude >= levels[max(low - 1, 1)]]
+    return kept
+
+
 def _distinct_seconds(first: np.ndarray, second: np.ndarray, point_group: PointGroup) -> np.ndarray:
     """``(F, S)``: whether ``second[j]`` is the first of its orbit under the rotations that leave ``first[i]`` in
     place. Two such seconds make the same pair up to a symmetry of the crystal, hence the same orientation: the
     library keeps one, so a measured pair does not fill the candidates with copies of one orientation, nor vote
-    for it more than once."""
+    for it more than once. (Where rounding hides an image, both are kept: a copy, never a loss.)"""
     scale = max(1e-6, 1e-4 * float(np.abs(second).max()))
+    keys = np.round(second / scale).astype(np.int64)
     keep = np.ones((len(first), len(second)), bool)
     for i, vector in enumerate(first):
-        fixing = [r for r in point_group.rotations if np.abs(r @ vector - vector).max() < scale]
-        taken = np.zeros(len(second), bool)
-        for j in range(len(second)):
-            if taken[j]:
-                keep[i, j] = False
-                continue
-            images = np.stack([r @ second[j] for r in fixing])  # (K, 3)
-            taken |= (np.abs(images[:, None, :] - second[None, :, :]).max(-1) < scale).any(0)
+        fixing = point_group.rotations[np.abs(point_group.rotations @ vector - vector).max(-1) < scale]
+        if len(fixing) <= 1:
+            continue  # only the identity leaves this reflection in place: every second is its own orbit
+        images = np.round(np.einsum("kab,sb->ksa", fixing, second) / scale).astype(np.int64)  # (K, S, 3)
+        _, label = np.unique(np.concatenate([keys, images.reshape(-1, 3)]), axis=0, return_inverse=True)
+        label = label.ravel()
+        owner = np.full(label.max() + 1, len(second))  # the second each label belongs to (S: none)
+        owner[label[:len(second)][::-1]] = np.arange(len(second))[::-1]  # the first second of each label
+        orbit_first = owner[label[len(second):].reshape(len(fixing), len(second))].min(0)
+        keep[i] = np.arange(len(second)) <= orbit_first
     return keep
 
 

@@ -9,6 +9,7 @@ from stemkit.orientation.indexing import (
     IndexingSettings,
     PairLibrary,
     _distinct_seconds,
+    _strongest_within_budget,
     _family_representatives,
     _library_matches,
     by_consensus,
@@ -72,6 +73,20 @@ def test_seconds_related_by_a_rotation_fixing_the_first_are_kept_once():
     # a general first reflection is fixed by the identity only: every second kept
     general = np.array([[1.0, 2.0, 3.0]]) / 3.615
     assert _distinct_seconds(general, second, cu.point_group).all()
+
+
+def test_a_large_cell_keeps_its_strongest_reflections_within_the_pair_budget():
+    ws2 = crystal("WSe2")  # 6/mmm, c = 13 Å: about 2,000 strong reflections out to 2.2 1/Å
+    table = ReflectionTable.of(ws2)
+    g, amplitude = table.g.double().numpy(), table.amplitude.double().numpy()
+    kept = _strongest_within_budget(g, amplitude, ws2.point_group, budget=20_000)
+    families = len(_family_representatives(kept, ws2.point_group))
+    assert families * len(kept) <= 20_000 < len(_family_representatives(g, ws2.point_group)) * len(g)
+    rows = {tuple(np.round(v, 6)) for v in kept}
+    was_kept = np.array([tuple(np.round(v, 6)) in rows for v in g])
+    assert (amplitude[~was_kept].max() <= amplitude[was_kept].min())  # nothing stronger was left out
+    library = PairLibrary.of(table, ws2.point_group)
+    assert len(library) <= 40_000
 
 
 def test_library_pairs_have_the_lengths_and_angles_they_state():
