@@ -33,7 +33,6 @@ from stemkit.orientation.refine import K_MAX, ReflectionTable
 from stemkit.physics.symmetry import PointGroup
 
 MIN_ANGLE_DEG = 15.0
-KEY_STRIDE = 8.0  # 1/Å: longer than any library length, so that ``first group · KEY_STRIDE + |second|`` sorts by both
 LIBRARY_K_MAX = K_MAX  # 1/Å: every reflection the refinement knows (dynamical scattering makes high-order disks strong too)
 LIBRARY_MIN_AMPLITUDE = 0.08  # relative |F| of reflections that can be among the strongest disks (dynamical scattering lifts weak ones)
 LIBRARY_MAX_PAIRS = 40_000  # families × reflections (before the angle cut): large cells keep their strongest reflections
@@ -63,7 +62,8 @@ class PairLibrary:
 
     Sorted by ``length_first`` (ascending) and, among the pairs of one first reflection (a *group*), by
     ``length_second``: the pairs a measured pair of lengths can match are, in each group of about the
-    right first length, one band of ``key = group · KEY_STRIDE + length_second``.
+    right first length, one band of ``key = group · key_stride + length_second`` (the stride is longer than any
+    second reflection and its tolerance, so the key sorts by group, then by length).
     """
 
     first: torch.Tensor  # (L, 3)
@@ -73,6 +73,7 @@ class PairLibrary:
     angle: torch.Tensor  # (L,) radians
     group_length: torch.Tensor  # (G,) |first| of each group, ascending
     key: torch.Tensor  # (L,) float64, ascending
+    key_stride: float  # 1/Å
 
     @classmethod
     def of(cls, table: ReflectionTable, point_group: PointGroup, k_max: float = LIBRARY_K_MAX,
@@ -99,6 +100,7 @@ class PairLibrary:
         group_of[group_order] = np.arange(len(representatives))
         length_second = np.linalg.norm(strong[s_index], axis=1)
         order = np.lexsort((length_second, group_of[r_index]))
+        stride = 2.0 * float(length_second.max()) + 1.0
         r_index, s_index = r_index[order], s_index[order]
         first, second = representatives[r_index], strong[s_index]
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
@@ -107,7 +109,8 @@ class PairLibrary:
                    length_second=as_tensor(length_second[order]),
                    angle=as_tensor(np.arccos(cosine[r_index, s_index])),
                    group_length=as_tensor(np.linalg.norm(representatives[group_order], axis=1)),
-                   key=torch.as_tensor(group_of[r_index] * KEY_STRIDE + length_second[order], dtype=torch.float64))
+                   key=torch.as_tensor(group_of[r_index] * stride + length_second[order], dtype=torch.float64),
+                   key_stride=stride)
 
     def __len__(self) -> int:
         return int(self.first.shape[0])
@@ -208,8 +211,9 @@ def _library_matches(library: PairLibrary, first: torch.Tensor, second: torch.Te
 
     In every group of about the right first length, the band of the right second length (no padding)."""
     groups = _band(library.group_length, first, first_half_width)  # (..., G), -1 pads
-    centre = groups.double() * KEY_STRIDE + second.double()[..., None]
-    width = second_half_width.double()[..., None]
+    # a measured length beyond every library length matches nothing; clamped, its window stays in its group's keys
+    centre = groups.double() * library.key_stride + second.double().clamp(max=library.key_stride / 2)[..., None]
+    width = second_half_width.double().clamp(max=library.key_stride / 4)[..., None]
     low = torch.searchsorted(library.key, (centre - width).contiguous())
     high = torch.searchsorted(library.key, (centre + width).contiguous(), right=True)
     count = torch.where((groups >= 0) & usable[..., None], high - low, 0).reshape(-1)
