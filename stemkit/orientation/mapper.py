@@ -17,7 +17,7 @@ evidence into ``confidence``, the probability that the answer is within 5° of t
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from stemkit.orientation.model import ModelConfig, OrientationTransformer
 from stemkit.orientation.neighbours import NeighbourSettings, neighbour_support, offer_neighbours
 from stemkit.orientation.refine import ReflectionTable
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
+from stemkit.orientation.tilt import polish_tilt
 from stemkit.orientation.simulate import Augmentation, as_crystals
 from stemkit.orientation.tokens import FEATURES, tokens_from_arrays
 from stemkit.orientation.weights import WeightsRecord, read_weights, write_weights
@@ -385,6 +386,8 @@ class OrientationMapper:
             decoded, evidence, adopted = offer_neighbours(
                 decoded, evidence, scan_shape, peaks_of, self._reflection_tables(), symmetry,
                 beam_energy_kev=beam_energy_kev, settings=neighbours, ambiguity_angle=self.ambiguity_angle)
+        decoded = self._polish_tilts(kx, ky, intensity, valid, decoded, beam_energy_kev=beam_energy_kev,
+                                     beam_radius=beam_radius)
         support = neighbour_support(decoded, evidence.score > 0, scan_shape, symmetry, self.ambiguity_angle)
         answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
         answers |= {"score": evidence.score, "from_neighbour": adopted, "neighbour_support": support}
@@ -392,6 +395,26 @@ class OrientationMapper:
         if model is not None:
             answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"], support)
         return answers
+
+    def _polish_tilts(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray, decoded: Decoded,
+                      *, beam_energy_kev: float, beam_radius: float) -> Decoded:
+        """``decoded`` with each answer's tilt polished against its disks' amplitudes (:mod:`stemkit.orientation.tilt`)."""
+        tables = self._reflection_tables()
+        parts = []
+        for index in range(len(tables)):
+            members = np.flatnonzero(decoded.phase == index)
+            parts += [(index, members[start:start + REFINE_BATCH]) for start in range(0, len(members), REFINE_BATCH)]
+
+        def polish(part: tuple[int, np.ndarray]) -> torch.Tensor:
+            index, members = part
+            peaks = strongest_peaks(kx[members], ky[members], intensity[members], valid[members], beam_radius)
+            start = torch.as_tensor(decoded.rotation[members], dtype=torch.float32)
+            return polish_tilt(*peaks, start, tables[index], beam_energy_kev=beam_energy_kev)
+
+        rotation = np.array(decoded.rotation, dtype=np.float64)
+        for (_, members), polished in zip(parts, run_in_threads(polish, parts)):
+            rotation[members] = polished.double().numpy()
+        return replace(decoded, rotation=rotation)
 
     def _symmetry_table(self) -> SymmetryTable:
         """The phases' point groups, in phase order (built once)."""
