@@ -12,6 +12,7 @@ Modules, one concept each:
 - :mod:`indexing`: candidate orientations from classical peak-pair indexing (no training needed);
 - :mod:`refine`, :mod:`selection`: every candidate and its twin refined against the pattern's peaks, and chosen;
 - :mod:`neighbours`: the map step: neighbours' orientations offered to doubtful patterns, twin flags;
+- :mod:`tilt`: the last polish of each answer's tilt against its disks' amplitudes;
 - :mod:`confidence`: the calibrated probability that an answer is within 5°;
 - :mod:`metrics`: accuracy as the issue scores it;
 - :mod:`train`: the training loop with exact checkpoint/resume, and its command line;

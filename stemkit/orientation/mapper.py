@@ -10,7 +10,8 @@ simulated for the mapper's phases, ``predict`` maps a dataset, learned state end
 
 Between the model and the result, every hypothesis and its 180°-about-the-beam twin is
 refined against the pattern's own peaks and scored (:mod:`stemkit.orientation.selection`);
-the score decides the answer, the alternative and the ``ambiguous`` flag, and a logistic
+the score decides the answer, the alternative and the ``ambiguous`` flag; on the map each
+answer's tilt gets a last polish against its disks' amplitudes (:mod:`stemkit.orientation.tilt`); a logistic
 model fitted on simulated patterns (:mod:`stemkit.orientation.confidence`) turns the
 evidence into ``confidence``, the probability that the answer is within 5° of the truth.
 """
@@ -37,7 +38,7 @@ from stemkit.orientation.loss import SymmetryTable
 from stemkit.orientation.confidence import ConfidenceModel
 from stemkit.orientation.ipf import ipf_colors
 from stemkit.orientation.model import ModelConfig, OrientationTransformer
-from stemkit.orientation.neighbours import NeighbourSettings, neighbour_support, offer_neighbours
+from stemkit.orientation.neighbours import NeighbourSettings, PeaksOf, neighbour_support, offer_neighbours
 from stemkit.orientation.refine import ReflectionTable
 from stemkit.orientation.selection import Evidence, select, strongest_peaks
 from stemkit.orientation.tilt import polish_tilt
@@ -370,8 +371,9 @@ class OrientationMapper:
                            beam_radius: float, neighbours: NeighbourSettings | None = NeighbourSettings()
                            ) -> dict[str, np.ndarray]:
         """Refined ``answers`` of a whole scan (from :meth:`answer_arrays`, flat in row-major order) after
-        the neighbours' offers (:mod:`stemkit.orientation.neighbours`; None: none), with the confidence
-        re-assessed with the map's evidence: how many neighbours share each answer.
+        the neighbours' offers (:mod:`stemkit.orientation.neighbours`; None: none), each answer's tilt polished
+        against its disks' amplitudes (:mod:`stemkit.orientation.tilt`), with the confidence re-assessed with
+        the map's evidence: how many neighbours share each answer.
 
         The map step of :meth:`predict`, also used to calibrate the confidence on simulated scans.
         """
@@ -379,15 +381,15 @@ class OrientationMapper:
         decoded = Decoded(**{name: answers[name] for name in Decoded.__dataclass_fields__})
         evidence = Evidence(**{name: answers["evidence_" + name] for name in Evidence.__dataclass_fields__})
         adopted = np.zeros(len(evidence.score), bool)
-        if neighbours is not None:
-            def peaks_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-                return strongest_peaks(kx[index], ky[index], intensity[index], valid[index], beam_radius)
 
+        def peaks_of(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return strongest_peaks(kx[index], ky[index], intensity[index], valid[index], beam_radius)
+
+        if neighbours is not None:
             decoded, evidence, adopted = offer_neighbours(
                 decoded, evidence, scan_shape, peaks_of, self._reflection_tables(), symmetry,
                 beam_energy_kev=beam_energy_kev, settings=neighbours, ambiguity_angle=self.ambiguity_angle)
-        decoded = self._polish_tilts(kx, ky, intensity, valid, decoded, beam_energy_kev=beam_energy_kev,
-                                     beam_radius=beam_radius)
+        decoded = self._polish_tilts(decoded, peaks_of, beam_energy_kev=beam_energy_kev)
         support = neighbour_support(decoded, evidence.score > 0, scan_shape, symmetry, self.ambiguity_angle)
         answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
         answers |= {"score": evidence.score, "from_neighbour": adopted, "neighbour_support": support}
@@ -396,9 +398,9 @@ class OrientationMapper:
             answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"], support)
         return answers
 
-    def _polish_tilts(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray, decoded: Decoded,
-                      *, beam_energy_kev: float, beam_radius: float) -> Decoded:
-        """``decoded`` with each answer's tilt polished against its disks' amplitudes (:mod:`stemkit.orientation.tilt`)."""
+    def _polish_tilts(self, decoded: Decoded, peaks_of: PeaksOf, *, beam_energy_kev: float) -> Decoded:
+        """``decoded`` with each answer's tilt polished against its disks' amplitudes (:mod:`stemkit.orientation.tilt`);
+        ``peaks_of(index)`` gives the strongest peaks of the patterns at flat indices ``index``."""
         tables = self._reflection_tables()
         parts = []
         for index in range(len(tables)):
@@ -407,9 +409,8 @@ class OrientationMapper:
 
         def polish(part: tuple[int, np.ndarray]) -> torch.Tensor:
             index, members = part
-            peaks = strongest_peaks(kx[members], ky[members], intensity[members], valid[members], beam_radius)
             start = torch.as_tensor(decoded.rotation[members], dtype=torch.float32)
-            return polish_tilt(*peaks, start, tables[index], beam_energy_kev=beam_energy_kev)
+            return polish_tilt(*peaks_of(members), start, tables[index], beam_energy_kev=beam_energy_kev)
 
         rotation = np.array(decoded.rotation, dtype=np.float64)
         for (_, members), polished in zip(parts, run_in_threads(polish, parts)):

@@ -174,7 +174,18 @@ class _Pool:
 
 def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, k0: float,
                         count: int, angle: float, pool: _Pool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices and crystal vectors of the ``count`` reflections of each rotation most likely to be visible.
+    """Table indices and crystal vectors of the ``count`` reflections of each rotation most likely to be visible
+    (:func:`_closest_reflections`)."""
+    index = _closest_reflections(rotations, table, reach, k0, count, angle, pool)
+    if pool is None:
+        return index, table.g[index]
+    # positions in the pool: its table indices and vectors
+    return torch.gather(pool.index, -1, index), torch.gather(pool.g, 2, index.unsqueeze(-1).expand(*index.shape, 3))
+
+
+def _closest_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: torch.Tensor, k0: float,
+                         count: int, angle: float, pool: _Pool | None = None) -> torch.Tensor:
+    """Indices (into the table, or into ``pool``) of the ``count`` reflections of each rotation most likely to be visible.
 
     A reflection is ranked by ``|s| / (VISIBLE_S + angle · |g|)``: its excitation error
     against what a thin crystal shows, widened by how far a rotation error of ``angle``
@@ -200,11 +211,7 @@ def _choose_reflections(rotations: torch.Tensor, table: ReflectionTable, reach: 
         closeness.div_(VISIBLE_S)
     closeness.sub_(0.1 * amplitude)
     closeness.masked_fill_(lateral2 > (reach * reach)[:, None, None], torch.inf)
-    count = min(count, g_z.shape[2])
-    index = _smallest(closeness, count)
-    if pool is None:
-        return index, table.g[index]
-    return torch.gather(pool.index, -1, index), torch.gather(pool.g, 2, index.unsqueeze(-1).expand(*index.shape, 3))
+    return _smallest(closeness, min(count, g_z.shape[2]))
 
 
 def _smallest(values: torch.Tensor, count: int) -> torch.Tensor:
@@ -307,7 +314,7 @@ def reflection_pool(rotations: torch.Tensor, table: ReflectionTable, reach: torc
     if 2 * count >= _within_reach(table, reach):
         return None
     k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
-    return _choose_reflections(rotations, table, reach, k0, count, POOL_ANGLE)[0]
+    return _closest_reflections(rotations, table, reach, k0, count, POOL_ANGLE)
 
 
 @torch.no_grad()
@@ -365,13 +372,34 @@ def refine_candidates(
     return _score(points, weights, total, current, table, reach, k0, settings, pool)
 
 
-def _score(points, weights, total, rotations, table, reach, k0, settings, pool) -> Refined:
-    """The scores of refined rotations (see the module docstring)."""
+@dataclass
+class FinalMatch:
+    """Each peak matched, at the final gate ``3 σ_xy``, to a reflection of a rotation ``(B, C, ...)``."""
+
+    index: torch.Tensor  # (B, C, M) table indices of the reflections considered
+    chosen: torch.Tensor  # (B, C, M, 3) their crystal vectors
+    g_lab: torch.Tensor  # (B, C, M, 3) and lab vectors
+    best: torch.Tensor  # (B, C, P) each peak's reflection (position in M)
+    distance2: torch.Tensor  # (B, C, P) squared distance to it, 1/Å²
+    hit: torch.Tensor  # (B, C, P) within the gate (and not padding)
+
+
+def final_match(points: torch.Tensor, weights: torch.Tensor, rotations: torch.Tensor, table: ReflectionTable,
+                reach: torch.Tensor, k0: float, settings: RefinementSettings, pool: _Pool | None = None) -> FinalMatch:
+    """The peaks ``(B, P, 2)`` (``weights`` 0: padding) matched to the reflections of ``rotations`` ``(B, C, 3, 3)``
+    nearest the Ewald sphere, at the final gate: what the score reads, and what the tilt polish keeps fixed."""
     index, chosen = _choose_reflections(rotations, table, reach, k0, settings.candidates, 0.0, pool)
     g_lab = chosen @ rotations.transpose(-1, -2)
     radius = 3.0 * settings.sigma_xy
     best, distance2 = _match(points, g_lab, k0, radius)
     hit = (distance2 < radius ** 2) & (weights[:, None, :] > 0)
+    return FinalMatch(index=index, chosen=chosen, g_lab=g_lab, best=best, distance2=distance2, hit=hit)
+
+
+def _score(points, weights, total, rotations, table, reach, k0, settings, pool) -> Refined:
+    """The scores of refined rotations (see the module docstring)."""
+    match = final_match(points, weights, rotations, table, reach, k0, settings, pool)
+    index, g_lab, best, distance2, hit = match.index, match.g_lab, match.best, match.distance2, match.hit
     explained = (weights[:, None, :] * hit).sum(-1) / total[:, None]
     s = excitation_error(g_lab, k0)
     lateral = torch.sqrt(g_lab[..., 0] ** 2 + g_lab[..., 1] ** 2)

@@ -32,9 +32,8 @@ from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.refine import (
     ReflectionTable,
     RefinementSettings,
-    _choose_reflections,
-    _match,
     excitation_error,
+    final_match,
     peak_reach,
     skew_exp,
 )
@@ -88,14 +87,11 @@ def _matched(points: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor
     peaks' amplitudes relative to the pattern's brightest matched disk ``(B, M)`` (0: unmatched or padding), and
     which peaks these are ``(B, M)``: the matched ones first, ``M`` the most any pattern matched."""
     reach = peak_reach(points[..., 0], points[..., 1], weight)
-    start = rotations[:, None]
-    index, chosen = _choose_reflections(start, table, reach, k0, settings.candidates, 0.0)
-    radius = 3.0 * settings.sigma_xy
-    best, distance2 = _match(points, chosen @ start.transpose(-1, -2), k0, radius)
-    best, distance2 = best[:, 0], distance2[:, 0]
-    g = torch.gather(chosen[:, 0], 1, best.unsqueeze(-1).expand(*best.shape, 3))
-    structure = torch.gather(table.amplitude[index[:, 0]], 1, best)
-    amplitude = weight * ((distance2 < radius ** 2) & (weight > 0))
+    match = final_match(points, weight, rotations[:, None], table, reach, k0, settings)
+    best = match.best[:, 0]
+    g = torch.gather(match.chosen[:, 0], 1, best.unsqueeze(-1).expand(*best.shape, 3))
+    structure = torch.gather(table.amplitude[match.index[:, 0]], 1, best)
+    amplitude = weight * match.hit[:, 0]
     amplitude = amplitude / amplitude.amax(-1, keepdim=True).clamp_min(1e-12)
     # the matched disks first, and no wider than the most any pattern matched: the search works on these only
     order = torch.argsort((amplitude > 0).to(torch.int8), dim=-1, descending=True, stable=True)
