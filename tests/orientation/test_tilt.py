@@ -5,6 +5,7 @@ import torch
 
 from stemkit.data.units import wavelength_angstrom
 from stemkit.orientation.refine import ReflectionTable, excitation_error
+from stemkit.orientation import tilt
 from stemkit.orientation.tilt import TILT_REACH_DEG, polish_tilt
 from stemkit.physics.presets import crystal
 from stemkit.physics.rotations import axis_angle_to_matrix, misorientation_angle, quaternion_to_matrix, random_quaternions
@@ -75,3 +76,55 @@ def test_answers_with_too_few_disks_are_left_alone():
     np.testing.assert_array_equal(polished.numpy(), start.numpy())
     empty = torch.zeros(4, 24)
     np.testing.assert_array_equal(polish_tilt(empty, empty, empty, start, table, beam_energy_kev=300.0).numpy(), start.numpy())
+
+
+def test_the_search_does_not_depend_on_how_patterns_are_grouped(monkeypatch):
+    # patterns are searched in groups cut to their own largest disk count: cutting the padding changes nothing
+    cu = crystal("Cu")
+    table = ReflectionTable.of(cu)
+    truth = quaternion_to_matrix(random_quaternions(12, seed=14))
+    kx, ky, weight = lorentzian_disks(table, truth)
+    weight[::3, 8:] = 0.0  # some patterns with fewer disks than others
+    start = tilted(truth, 0.5, seed=4)
+    monkeypatch.setattr(tilt, "SEARCH_GROUP", 1)
+    one_by_one = polish_tilt(kx, ky, weight, start, table, beam_energy_kev=300.0)
+    monkeypatch.setattr(tilt, "SEARCH_GROUP", 4096)
+    all_at_once = polish_tilt(kx, ky, weight, start, table, beam_energy_kev=300.0)
+    np.testing.assert_allclose(one_by_one.numpy(), all_at_once.numpy(), atol=1e-6)
+
+
+def test_dark_reflections_are_the_unmatched_ones_nearest_the_ewald_sphere():
+    cu = crystal("Cu")
+    table = ReflectionTable.of(cu)
+    truth = quaternion_to_matrix(random_quaternions(6, seed=15))
+    kx, ky, weight = lorentzian_disks(table, truth, count=6, position_noise=0.0)
+    rotations = torch.tensor(truth, dtype=torch.float32)
+    disks = tilt._matched(torch.stack([kx, ky], -1), weight, rotations, table, K0, tilt.RefinementSettings())
+    for pattern in range(len(truth)):
+        seen = {tuple(np.round(v, 4)) for v in disks.g[pattern][disks.measured[pattern] > 0].numpy()}
+        dark = disks.absent_g[pattern][disks.absent_structure[pattern] > 0]
+        assert len(dark) > 0
+        lab = dark @ rotations[pattern].T
+        lateral = lab[:, :2].norm(dim=-1)
+        assert torch.all(lateral > tilt.DIRECT_BEAM_CLEARANCE)
+        assert not any(tuple(np.round(v, 4)) in seen for v in dark.numpy())
+        # nearer the Ewald sphere than the reflections of the table left out (within the same reach)
+        reach = float(tilt.peak_reach(kx[pattern:pattern + 1], ky[pattern:pattern + 1], weight[pattern:pattern + 1]))
+        all_lab = table.g @ rotations[pattern].T
+        candidates = (all_lab[:, :2].norm(dim=-1) <= reach) & (all_lab[:, :2].norm(dim=-1) > tilt.DIRECT_BEAM_CLEARANCE)
+        s_all = np.sort(excitation_error(all_lab[candidates], K0).abs().numpy())
+        assert excitation_error(lab, K0).abs().max() <= s_all[len(dark) + 6 + 1] + 1e-6
+
+
+def test_a_reflection_predicted_bright_but_not_seen_costs():
+    # one seen disk at the Bragg condition; a dark reflection that one trial puts at the Bragg condition too
+    g = torch.tensor([[[0.5, 0.0, 0.0]]])
+    dark_g = torch.tensor([[[0.0, 0.5, 0.0]]])
+    disks = tilt._Disks(points=torch.tensor([[[0.5, 0.0]]]), g=g, structure=torch.ones(1, 1),
+                        measured=torch.ones(1, 1), absent_g=dark_g, absent_structure=torch.ones(1, 1),
+                        floor=torch.tensor([0.2]))
+    trials = tilt._tilt_grid(0.5, 2)[None].float()  # 25 small tilts: some bring the dark reflection to s = 0
+    with_dark = tilt._tilt_cost(disks, trials, K0, 0.008)
+    without = tilt._tilt_cost(tilt._Disks(**{**vars(disks), "absent_structure": torch.zeros(1, 1)}), trials, K0, 0.008)
+    assert torch.all(with_dark >= without - 1e-3)  # a one-sided penalty: it never helps
+    assert torch.any(with_dark > without + 1.0)
