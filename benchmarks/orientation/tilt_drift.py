@@ -69,7 +69,7 @@ def main() -> None:
     p = benchmark_peaks()
     with np.load(data_dir(quick=False) / "truth.npz") as f:
         truth_q, truth_phase, phases = f["quaternion"].reshape(-1, 4), f["phase"].ravel(), [str(x) for x in f["phases"]]
-    print("benchmark peaks (dynamical, 1e5 electrons), refinement started at the truth:")
+    print("benchmark peaks (kinematic, sinc² shape factor, 10-40 nm, 1e5 electrons), refinement started at the truth:")
     chosen = np.arange(0, len(truth_q), args.step)
     every = []
     for index, name in enumerate(phases):
