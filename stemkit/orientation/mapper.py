@@ -275,7 +275,7 @@ class OrientationMapper:
             answers = self.answers_on_the_map(*flat, answers, scan_shape=tuple(peaks.sizes[d] for d in SCAN_DIMS),
                                               beam_energy_kev=float(peaks.attrs["beam_energy_kev"]),
                                               beam_radius=float(peaks.attrs["probe_radius"]),
-                                              neighbours=neighbour_settings)
+                                              neighbours=neighbour_settings, field=disk_field(peaks))
         return self._result(peaks, answers)
 
     def _check_fitted(self) -> None:
@@ -368,14 +368,16 @@ class OrientationMapper:
 
     def answers_on_the_map(self, kx: np.ndarray, ky: np.ndarray, intensity: np.ndarray, valid: np.ndarray,
                            answers: dict[str, np.ndarray], *, scan_shape: tuple[int, int], beam_energy_kev: float,
-                           beam_radius: float, neighbours: NeighbourSettings | None = NeighbourSettings()
-                           ) -> dict[str, np.ndarray]:
+                           beam_radius: float, neighbours: NeighbourSettings | None = NeighbourSettings(),
+                           field: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Refined ``answers`` of a whole scan (from :meth:`answer_arrays`, flat in row-major order) after
         the neighbours' offers (:mod:`stemkit.orientation.neighbours`; None: none), each answer's tilt polished
         against its disks' amplitudes (:mod:`stemkit.orientation.tilt`), with the confidence re-assessed with
         the map's evidence: how many neighbours share each answer.
 
-        The map step of :meth:`predict`, also used to calibrate the confidence on simulated scans.
+        ``field`` ``(n, 4)``: where each pattern's disks could be found (:func:`disk_field`); None: anywhere
+        within the reach of its peaks. The map step of :meth:`predict`, also used to calibrate the confidence on
+        simulated scans.
         """
         symmetry = self._symmetry_table()
         decoded = Decoded(**{name: answers[name] for name in Decoded.__dataclass_fields__})
@@ -389,7 +391,8 @@ class OrientationMapper:
             decoded, evidence, adopted = offer_neighbours(
                 decoded, evidence, scan_shape, peaks_of, self._reflection_tables(), symmetry,
                 beam_energy_kev=beam_energy_kev, settings=neighbours, ambiguity_angle=self.ambiguity_angle)
-        decoded = self._polish_tilts(decoded, peaks_of, beam_energy_kev=beam_energy_kev)
+        decoded = self._polish_tilts(decoded, peaks_of, beam_energy_kev=beam_energy_kev, beam_radius=beam_radius,
+                                     field=field)
         support = neighbour_support(decoded, evidence.score > 0, scan_shape, symmetry, self.ambiguity_angle)
         answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
         answers |= {"score": evidence.score, "from_neighbour": adopted, "neighbour_support": support}
@@ -398,9 +401,11 @@ class OrientationMapper:
             answers["confidence"] = model.probability(evidence, decoded, answers["n_peaks"], support)
         return answers
 
-    def _polish_tilts(self, decoded: Decoded, peaks_of: PeaksOf, *, beam_energy_kev: float) -> Decoded:
+    def _polish_tilts(self, decoded: Decoded, peaks_of: PeaksOf, *, beam_energy_kev: float, beam_radius: float,
+                      field: np.ndarray | None) -> Decoded:
         """``decoded`` with each answer's tilt polished against its disks' amplitudes (:mod:`stemkit.orientation.tilt`);
-        ``peaks_of(index)`` gives the strongest peaks of the patterns at flat indices ``index``."""
+        ``peaks_of(index)`` gives the strongest peaks of the patterns at flat indices ``index``, ``field`` where
+        their disks could be found."""
         tables = self._reflection_tables()
         parts = []
         for index in range(len(tables)):
@@ -410,7 +415,8 @@ class OrientationMapper:
         def polish(part: tuple[int, np.ndarray]) -> torch.Tensor:
             index, members = part
             start = torch.as_tensor(decoded.rotation[members], dtype=torch.float32)
-            return polish_tilt(*peaks_of(members), start, tables[index], beam_energy_kev=beam_energy_kev)
+            return polish_tilt(*peaks_of(members), start, tables[index], beam_energy_kev=beam_energy_kev,
+                               beam_radius=beam_radius, field=None if field is None else torch.as_tensor(field[members]))
 
         rotation = np.array(decoded.rotation, dtype=np.float64)
         for (_, members), polished in zip(parts, run_in_threads(polish, parts)):
@@ -607,6 +613,21 @@ def _neighbour_settings(neighbours: bool | NeighbourSettings) -> NeighbourSettin
     if isinstance(neighbours, (bool, np.bool_)):
         return NeighbourSettings() if neighbours else None
     raise TypeError(f"neighbours must be True, False or a NeighbourSettings; got {type(neighbours).__name__}")
+
+
+def disk_field(peaks: xr.Dataset) -> np.ndarray | None:
+    """``(n, 4)``: ``[kx_min, kx_max, ky_min, ky_max]`` (1/Å, each pattern's peak frame) within which a disk centre
+    could be found, flat over the scan: the detector (``attrs["k_extent"]``, as :func:`~stemkit.find_peaks` records
+    it) less a probe radius at each edge, shifted by the pattern's direct beam. None where the peaks do not say."""
+    extent = peaks.attrs.get("k_extent")
+    if extent is None or "probe_radius" not in peaks.attrs:
+        return None
+    n = peaks.sizes[SCAN_DIMS[0]] * peaks.sizes[SCAN_DIMS[1]]
+    beam = [peaks[name].values.reshape(n) if name in peaks else np.zeros(n) for name in ("beam_kx", "beam_ky")]
+    radius = float(peaks.attrs["probe_radius"])
+    kx_min, kx_max, ky_min, ky_max = (float(v) for v in extent)
+    return np.stack([kx_min + radius - beam[0], kx_max - radius - beam[0],
+                     ky_min + radius - beam[1], ky_max - radius - beam[1]], axis=1).astype(np.float32)
 
 
 def _predict_block(block: xr.DataArray | xr.Dataset, mapper: OrientationMapper, settings: dict[str, Any]) -> xr.Dataset:

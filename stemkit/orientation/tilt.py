@@ -55,8 +55,8 @@ ABSENT_REFLECTIONS = 8  # unmatched reflections nearest the Ewald sphere that mu
 ABSENT_WEIGHT = 0.25  # weight of their penalty against the seen disks' misfit
 MIN_DISKS = 3  # matched disks below which an answer's tilt is left alone
 SEARCH_GROUP = 128  # patterns searched together (sorted by their number of matched disks)
-DIRECT_BEAM_CLEARANCE = 0.1  # 1/Å: reflections nearer the beam than this are not counted dark (peaks inside 1.5 probe
-# radii are dropped as the direct beam: 0.08 1/Å for a 1 mrad probe at 300 keV)
+DIRECT_BEAM_CLEARANCE = 0.1  # 1/Å: without the probe radius, reflections nearer the beam than this are never dark (peaks
+# inside 1.5 probe radii are dropped as the direct beam: 0.08 1/Å for a 1 mrad probe at 300 keV)
 
 
 @dataclass
@@ -81,7 +81,8 @@ class _Disks:
 @torch.no_grad()
 def polish_tilt(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor,
                 table: ReflectionTable, *, beam_energy_kev: float,
-                settings: RefinementSettings = RefinementSettings()) -> torch.Tensor:
+                settings: RefinementSettings = RefinementSettings(), beam_radius: float | None = None,
+                field: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, 3, 3)`` the ``rotations`` with the tilt that best explains each pattern's disks (see the module docstring).
 
     Parameters
@@ -97,10 +98,18 @@ def polish_tilt(kx: torch.Tensor, ky: torch.Tensor, weight: torch.Tensor, rotati
         The beam energy (sets the Ewald sphere).
     settings
         The refinement's tolerances: its final gate (``3 σ_xy``) matches the peaks, ``σ_xy`` weighs positions.
+    beam_radius
+        The probe's radius (1/Å): reflections within 1.5 of it are the direct beam's, never dark (as
+        ``strongest_peaks`` drops peaks there); None: within :data:`DIRECT_BEAM_CLEARANCE`.
+    field
+        ``(B, 4)`` ``[kx_min, kx_max, ky_min, ky_max]`` (1/Å, the peaks' frame) within which a disk could have been
+        found (:func:`~stemkit.orientation.mapper.disk_field`): reflections outside it are not dark, only unseen.
+        None: anywhere within the reach of the pattern's peaks.
     """
     k0 = 1.0 / wavelength_angstrom(beam_energy_kev)
     points = torch.stack([kx, ky], dim=-1).to(rotations.dtype)
-    disks = _matched(points, weight.to(rotations.dtype), rotations, table, k0, settings)
+    clearance = DIRECT_BEAM_CLEARANCE if beam_radius is None else 1.5 * beam_radius
+    disks = _matched(points, weight.to(rotations.dtype), rotations, table, k0, settings, clearance, field)
     count = (disks.measured > 0).sum(-1)
     polished = rotations.clone()
     # patterns in groups of similar disk counts, each group no wider than its own largest count: the search's work
@@ -129,7 +138,8 @@ def _search(disks: _Disks, rotations: torch.Tensor, k0: float, sigma_xy: float) 
 
 
 def _matched(points: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor, table: ReflectionTable, k0: float,
-             settings: RefinementSettings) -> _Disks:
+             settings: RefinementSettings, clearance: float = DIRECT_BEAM_CLEARANCE,
+             field: torch.Tensor | None = None) -> _Disks:
     """The disks matched by the answer (``M`` the most any pattern matched) and the reflections it leaves dark."""
     reach = peak_reach(points[..., 0], points[..., 1], weight)
     match = final_match(points, weight, rotations[:, None], table, reach, k0, settings)
@@ -143,7 +153,7 @@ def _matched(points: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor
     reflection = torch.gather(best, 1, order)
     seen = amplitude > 0
     floor = torch.where(seen, amplitude, torch.ones_like(amplitude)).amin(-1)
-    absent, absent_structure = _dark_reflections(match, hit, structure, reach, k0)
+    absent, absent_structure = _dark_reflections(match, hit, structure, reach, k0, clearance, field)
     return _Disks(points=torch.gather(points, 1, order.unsqueeze(-1).expand(*order.shape, 2)),
                   g=torch.gather(chosen, 1, reflection.unsqueeze(-1).expand(*reflection.shape, 3)),
                   structure=torch.gather(structure, 1, reflection), measured=torch.gather(amplitude, 1, order),
@@ -151,14 +161,18 @@ def _matched(points: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor
 
 
 def _dark_reflections(match: FinalMatch, hit: torch.Tensor, structure: torch.Tensor, reach: torch.Tensor,
-                      k0: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The :data:`ABSENT_REFLECTIONS` reflections nearest the Ewald sphere, inside the peaks' reach and clear of the
-    direct beam, that no peak matched: crystal vectors ``(B, Q, 3)`` and ``|F|`` ``(B, Q)`` (0 where fewer)."""
+                      k0: float, clearance: float, field: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The :data:`ABSENT_REFLECTIONS` reflections nearest the Ewald sphere, inside the peaks' reach and the ``field``,
+    more than ``clearance`` from the beam, that no peak matched: crystal vectors ``(B, Q, 3)`` and ``|F|`` ``(B, Q)``
+    (0 where fewer)."""
     chosen, g_lab = match.chosen[:, 0], match.g_lab[:, 0]
     found = torch.zeros(structure.shape, dtype=torch.bool)
     found.scatter_(1, match.best[:, 0], hit)
     lateral = g_lab[..., :2].norm(dim=-1)
-    dark = ~found & (lateral <= reach[:, None]) & (lateral > DIRECT_BEAM_CLEARANCE)
+    dark = ~found & (lateral <= reach[:, None]) & (lateral > clearance)
+    if field is not None:
+        x, y, field = g_lab[..., 0], g_lab[..., 1], field.to(g_lab.dtype)[:, :, None]
+        dark &= (x >= field[:, 0]) & (x <= field[:, 1]) & (y >= field[:, 2]) & (y <= field[:, 3])
     distance = torch.where(dark, excitation_error(g_lab, k0).abs(), torch.full_like(lateral, float("inf")))
     nearest = distance.topk(min(ABSENT_REFLECTIONS, distance.shape[1]), dim=1, largest=False).indices
     vectors = torch.gather(chosen, 1, nearest.unsqueeze(-1).expand(*nearest.shape, 3))

@@ -114,7 +114,9 @@ def find_peaks(
         ``kx``, ``ky`` (1/Å, relative to each pattern's direct beam), ``intensity``
         (integrated, background-subtracted), ``significance`` (σ), ``valid`` on
         ``(scan_y, scan_x, peak)``, padded with NaN / False; ``n_peaks``, ``beam_ky``
-        and ``beam_kx`` on ``(scan_y, scan_x)``.
+        and ``beam_kx`` on ``(scan_y, scan_x)``. ``attrs["k_extent"]`` is the detector's
+        ``[kx_min, kx_max, ky_min, ky_max]`` (1/Å, pixel centres, in the data's frame: subtract a
+        pattern's ``beam_kx``, ``beam_ky`` for its peaks' frame): where disks could have been seen.
     """
     if subpixel not in ("fit", "com", "none"):
         raise ValueError(f"subpixel must be 'fit', 'com' or 'none'; got {subpixel!r}")
@@ -291,8 +293,14 @@ def _peaks_dataset(data: xr.DataArray, raw: np.ndarray, positions: xr.Dataset, a
             "beam_kx": (SCAN_DIMS, positions["beam_kx"].values, {"units": "1/Å"}),
         },
         coords={d: data[d] for d in SCAN_DIMS},
-        attrs=attrs | {"beam_energy_kev": data.stem.beam_energy_kev},
+        attrs=attrs | {"beam_energy_kev": data.stem.beam_energy_kev, "k_extent": _k_extent(data)},
     )
+
+
+def _k_extent(data: xr.DataArray) -> list[float]:
+    """``[kx_min, kx_max, ky_min, ky_max]`` of the detector's pixel centres, 1/Å."""
+    kx, ky = data["kx"].values, data["ky"].values
+    return [float(kx.min()), float(kx.max()), float(ky.min()), float(ky.max())]
 
 
 def _local_maxima_above(z: torch.Tensor, threshold: float, edge: int) -> torch.Tensor:

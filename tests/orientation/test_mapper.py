@@ -183,3 +183,23 @@ def test_ipf_colours_follow_the_quaternions(mapper, specimen):
             np.testing.assert_allclose(rgb[rows], ipf_colors(q[rows], "m-3m"), atol=1e-6)
     answered = result["n_peaks"].values.reshape(-1) > 0
     assert ((rgb[answered] >= 0) & (rgb[answered] <= 1)).all()
+
+
+def test_the_disk_field_is_the_detector_less_a_probe_radius_in_each_patterns_frame(specimen):
+    from stemkit.orientation.mapper import disk_field
+
+    peaks = find_peaks(specimen.intensity)
+    kx, ky = specimen.intensity["kx"].values, specimen.intensity["ky"].values
+    assert peaks.attrs["k_extent"] == [kx.min(), kx.max(), ky.min(), ky.max()]
+    field = disk_field(peaks)
+    radius = peaks.attrs["probe_radius"]
+    beam_kx, beam_ky = peaks["beam_kx"].values.reshape(-1), peaks["beam_ky"].values.reshape(-1)
+    np.testing.assert_allclose(field[:, 0], kx.min() + radius - beam_kx, atol=1e-6)
+    np.testing.assert_allclose(field[:, 3], ky.max() - radius - beam_ky, atol=1e-6)
+    found = peaks["valid"].values.reshape(len(field), -1)
+    px, py = (peaks[v].values.reshape(len(field), -1) for v in ("kx", "ky"))
+    tolerance = 1e-6
+    inside = ((px >= field[:, :1] - tolerance) & (px <= field[:, 1:2] + tolerance)
+              & (py >= field[:, 2:3] - tolerance) & (py <= field[:, 3:] + tolerance))
+    assert inside[found].all()  # every disk found lies in the field
+    assert disk_field(peaks.drop_attrs()) is None  # peaks from elsewhere: no field, the reach alone

@@ -128,3 +128,22 @@ def test_a_reflection_predicted_bright_but_not_seen_costs():
     without = tilt._tilt_cost(tilt._Disks(**{**vars(disks), "absent_structure": torch.zeros(1, 1)}), trials, K0, 0.008)
     assert torch.all(with_dark >= without - 1e-3)  # a one-sided penalty: it never helps
     assert torch.any(with_dark > without + 1.0)
+
+
+def test_reflections_off_the_detector_are_not_dark():
+    cu = crystal("Cu")
+    table = ReflectionTable.of(cu)
+    truth = quaternion_to_matrix(random_quaternions(6, seed=16))
+    kx, ky, weight = lorentzian_disks(table, truth, count=6, position_noise=0.0)
+    rotations = torch.tensor(truth, dtype=torch.float32)
+    points = torch.stack([kx, ky], -1)
+    everywhere = tilt._matched(points, weight, rotations, table, K0, tilt.RefinementSettings())
+    field = torch.tensor([[-0.3, 1.5, -1.5, 1.5]]).expand(6, 4)  # a detector that ends 0.3 1/Å left of the beam
+    on_detector = tilt._matched(points, weight, rotations, table, K0, tilt.RefinementSettings(), field=field)
+    for disks in (everywhere, on_detector):
+        assert (disks.absent_structure > 0).sum() > 0
+    dark = on_detector.absent_g[on_detector.absent_structure > 0]
+    lab_x = torch.einsum("bij,bqj->bqi", rotations, on_detector.absent_g)[..., 0][on_detector.absent_structure > 0]
+    assert torch.all(lab_x >= -0.3) and len(dark) > 0
+    lab_everywhere = torch.einsum("bij,bqj->bqi", rotations, everywhere.absent_g)[..., 0]
+    assert torch.any(lab_everywhere[everywhere.absent_structure > 0] < -0.3)  # the field did leave some out
