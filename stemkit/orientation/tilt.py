@@ -147,27 +147,27 @@ def _matched(points: torch.Tensor, weight: torch.Tensor, rotations: torch.Tensor
     structure = table.amplitude[match.index[:, 0]]  # (B, N) of the reflections considered
     amplitude = weight * hit
     amplitude = amplitude / amplitude.amax(-1, keepdim=True).clamp_min(1e-12)
-    # the matched disks first, and no wider than the most any pattern matched: the search works on these only
-    order = torch.argsort((amplitude > 0).to(torch.int8), dim=-1, descending=True, stable=True)
-    order = order[:, :max(1, int((amplitude > 0).sum(-1).max()))]
-    reflection = torch.gather(best, 1, order)
     seen = amplitude > 0
+    # the matched disks first, and no wider than the most any pattern matched: the search works on these only
+    order = torch.argsort(seen.to(torch.int8), dim=-1, descending=True, stable=True)
+    order = order[:, :max(1, int(seen.sum(-1).max()))]
+    reflection = torch.gather(best, 1, order)
     floor = torch.where(seen, amplitude, torch.ones_like(amplitude)).amin(-1)
-    absent, absent_structure = _dark_reflections(match, hit, structure, reach, k0, clearance, field)
+    absent, absent_structure = _dark_reflections(match, structure, reach, k0, clearance, field)
     return _Disks(points=torch.gather(points, 1, order.unsqueeze(-1).expand(*order.shape, 2)),
                   g=torch.gather(chosen, 1, reflection.unsqueeze(-1).expand(*reflection.shape, 3)),
                   structure=torch.gather(structure, 1, reflection), measured=torch.gather(amplitude, 1, order),
                   absent_g=absent, absent_structure=absent_structure, floor=floor)
 
 
-def _dark_reflections(match: FinalMatch, hit: torch.Tensor, structure: torch.Tensor, reach: torch.Tensor,
-                      k0: float, clearance: float, field: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _dark_reflections(match: FinalMatch, structure: torch.Tensor, reach: torch.Tensor, k0: float, clearance: float,
+                      field: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The :data:`ABSENT_REFLECTIONS` reflections nearest the Ewald sphere, inside the peaks' reach and the ``field``,
     more than ``clearance`` from the beam, that no peak matched: crystal vectors ``(B, Q, 3)`` and ``|F|`` ``(B, Q)``
     (0 where fewer)."""
     chosen, g_lab = match.chosen[:, 0], match.g_lab[:, 0]
     found = torch.zeros(structure.shape, dtype=torch.bool)
-    found.scatter_(1, match.best[:, 0], hit)
+    found.scatter_(1, match.best[:, 0], match.hit[:, 0])
     lateral = g_lab[..., :2].norm(dim=-1)
     dark = ~found & (lateral <= reach[:, None]) & (lateral > clearance)
     if field is not None:

@@ -93,12 +93,16 @@ def test_the_search_does_not_depend_on_how_patterns_are_grouped(monkeypatch):
     np.testing.assert_allclose(one_by_one.numpy(), all_at_once.numpy(), atol=1e-6)
 
 
-def test_dark_reflections_are_the_unmatched_ones_nearest_the_ewald_sphere():
-    cu = crystal("Cu")
-    table = ReflectionTable.of(cu)
-    truth = quaternion_to_matrix(random_quaternions(6, seed=15))
+def six_exact_patterns(seed: int):
+    """Cu's table, six random orientations and their six brightest disks, positions exact."""
+    table = ReflectionTable.of(crystal("Cu"))
+    truth = quaternion_to_matrix(random_quaternions(6, seed=seed))
     kx, ky, weight = lorentzian_disks(table, truth, count=6, position_noise=0.0)
-    rotations = torch.tensor(truth, dtype=torch.float32)
+    return table, truth, torch.tensor(truth, dtype=torch.float32), kx, ky, weight
+
+
+def test_dark_reflections_are_the_unmatched_ones_nearest_the_ewald_sphere():
+    table, truth, rotations, kx, ky, weight = six_exact_patterns(seed=15)
     disks = tilt._matched(torch.stack([kx, ky], -1), weight, rotations, table, K0, tilt.RefinementSettings())
     for pattern in range(len(truth)):
         seen = {tuple(np.round(v, 4)) for v in disks.g[pattern][disks.measured[pattern] > 0].numpy()}
@@ -131,11 +135,7 @@ def test_a_reflection_predicted_bright_but_not_seen_costs():
 
 
 def test_reflections_off_the_detector_are_not_dark():
-    cu = crystal("Cu")
-    table = ReflectionTable.of(cu)
-    truth = quaternion_to_matrix(random_quaternions(6, seed=16))
-    kx, ky, weight = lorentzian_disks(table, truth, count=6, position_noise=0.0)
-    rotations = torch.tensor(truth, dtype=torch.float32)
+    table, _, rotations, kx, ky, weight = six_exact_patterns(seed=16)
     points = torch.stack([kx, ky], -1)
     everywhere = tilt._matched(points, weight, rotations, table, K0, tilt.RefinementSettings())
     field = torch.tensor([[-0.3, 1.5, -1.5, 1.5]]).expand(6, 4)  # a detector that ends 0.3 1/Å left of the beam
