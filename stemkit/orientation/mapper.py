@@ -11,7 +11,9 @@ simulated for the mapper's phases, ``predict`` maps a dataset, learned state end
 Between the model and the result, every hypothesis and its 180°-about-the-beam twin is
 refined against the pattern's own peaks and scored (:mod:`stemkit.orientation.selection`);
 the score decides the answer, the alternative and the ``ambiguous`` flag; on the map each
-answer's tilt gets a last polish against its disks' amplitudes (:mod:`stemkit.orientation.tilt`); a logistic
+answer's tilt gets a last polish against its disks' amplitudes (:mod:`stemkit.orientation.tilt`), and an
+answer whose bright disks lie in one zone is also flagged where its twin scores close behind
+(:mod:`stemkit.orientation.zones`); a logistic
 model fitted on simulated patterns (:mod:`stemkit.orientation.confidence`) turns the
 evidence into ``confidence``, the probability that the answer is within 5° of the truth.
 """
@@ -45,6 +47,7 @@ from stemkit.orientation.tilt import polish_tilt
 from stemkit.orientation.simulate import Augmentation, as_crystals
 from stemkit.orientation.tokens import FEATURES, tokens_from_arrays
 from stemkit.orientation.weights import WeightsRecord, read_weights, write_weights
+from stemkit.orientation.zones import flag_zone_twins, one_zone
 from stemkit.preprocess.kernels import run_in_threads
 
 PEAK_VARIABLES = ("kx", "ky", "intensity", "valid")
@@ -255,7 +258,9 @@ class OrientationMapper:
             calibrated on simulated patterns when the weights carry a confidence model,
             otherwise the model's hypothesis weight, as ``attrs["confidence"]`` says),
             ``ambiguous`` (the alternative explains the pattern as well and differs by more
-            than ``ambiguity_angle``), ``alternative`` (quaternion of the best other
+            than ``ambiguity_angle``, or it is the answer's 180°-about-the-beam twin, scores at
+            least 0.7 of the answer and the answer's bright disks lie in one zone, where the twin
+            excites them as the answer does: :mod:`stemkit.orientation.zones`), ``alternative`` (quaternion of the best other
             orientation), ``score`` (share of the pattern the answer explains, 0-1),
             ``phase_probability``, ``ipf_rgb`` (dim ``rgb``: IPF-Z colours, TSL key),
             ``n_peaks`` (diffracted disks read, the direct beam excluded) and ``from_neighbour``
@@ -372,7 +377,8 @@ class OrientationMapper:
                            field: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Refined ``answers`` of a whole scan (from :meth:`answer_arrays`, flat in row-major order) after
         the neighbours' offers (:mod:`stemkit.orientation.neighbours`; None: none), each answer's tilt polished
-        against its disks' amplitudes (:mod:`stemkit.orientation.tilt`), with the confidence re-assessed with
+        against its disks' amplitudes (:mod:`stemkit.orientation.tilt`), one-zone answers with their twin close
+        behind flagged ambiguous (:mod:`stemkit.orientation.zones`), with the confidence re-assessed with
         the map's evidence: how many neighbours share each answer.
 
         ``field`` ``(n, 4)``: where each pattern's disks could be found (:func:`disk_field`); None: anywhere
@@ -393,6 +399,7 @@ class OrientationMapper:
                 beam_energy_kev=beam_energy_kev, settings=neighbours, ambiguity_angle=self.ambiguity_angle)
         decoded = self._polish_tilts(decoded, peaks_of, beam_energy_kev=beam_energy_kev, beam_radius=beam_radius,
                                      field=field)
+        decoded = flag_zone_twins(decoded, evidence, self._one_zone(decoded, peaks_of, beam_energy_kev), symmetry)
         support = neighbour_support(decoded, evidence.score > 0, scan_shape, symmetry, self.ambiguity_angle)
         answers = answers | vars(decoded) | {"evidence_" + name: value for name, value in vars(evidence).items()}
         answers |= {"score": evidence.score, "from_neighbour": adopted, "neighbour_support": support}
@@ -422,6 +429,24 @@ class OrientationMapper:
         for (_, members), polished in zip(parts, run_in_threads(polish, parts)):
             rotation[members] = polished.double().numpy()
         return replace(decoded, rotation=rotation)
+
+    def _one_zone(self, decoded: Decoded, peaks_of: PeaksOf, beam_energy_kev: float) -> np.ndarray:
+        """``(n,)`` bool: each answer's disks near the Bragg condition lie in one zone (:func:`~stemkit.orientation.zones.one_zone`)."""
+        tables = self._reflection_tables()
+        parts = []
+        for index in range(len(tables)):
+            members = np.flatnonzero(decoded.phase == index)
+            parts += [(index, members[start:start + REFINE_BATCH]) for start in range(0, len(members), REFINE_BATCH)]
+
+        def test(part: tuple[int, np.ndarray]) -> torch.Tensor:
+            index, members = part
+            return one_zone(*peaks_of(members), torch.as_tensor(decoded.rotation[members], dtype=torch.float32),
+                            tables[index], beam_energy_kev=beam_energy_kev)
+
+        zone = np.zeros(len(decoded.phase), bool)
+        for (_, members), found in zip(parts, run_in_threads(test, parts)):
+            zone[members] = found.numpy()
+        return zone
 
     def _symmetry_table(self) -> SymmetryTable:
         """The phases' point groups, in phase order (built once)."""

@@ -12,7 +12,9 @@ the map's time and did no better (benchmarks/RESULTS.md). The answer is the best
 is the best one that is a different orientation (more than ``ambiguity_angle`` away once
 the crystal's symmetry is taken into account); the pattern is **ambiguous** when the
 alternative's score reaches ``ambiguity_ratio`` of the answer's: the pattern itself cannot
-tell them apart, and stemkit says so instead of picking one silently.
+tell them apart, and stemkit says so instead of picking one silently. On a map, an answer whose
+bright disks lie in one zone is flagged from a lower ratio where its alternative is its twin
+(:mod:`stemkit.orientation.zones`).
 """
 
 from __future__ import annotations
