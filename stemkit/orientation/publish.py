@@ -100,8 +100,12 @@ def card_text(name: str, mapper: OrientationMapper, figures: dict[str, Any], com
               "- Dynamical intensities come from stemkit's Bloch-wave simulator (proportional absorption, no "
               "diffuse scattering); `polycrystal_thick_bloch` measures the model on such patterns of 15-60 nm grains "
               "(64 grains; `diffraction='bloch'`); nothing else here was measured on real or multislice data.",
-              "- Off a zone axis the refined 180°-about-the-beam twin can still outscore the right answer; "
-              "`ambiguous` and `confidence` say where the answer is unsure.",
+              "- Where a pattern's bright disks lie in one zone, the 180°-about-the-beam twin, slightly tilted, excites "
+              "them as the answer does, and the score picks the wrong one of the two for a fifth to a third of such "
+              "patterns (stemkit.orientation.zones): these are flagged `ambiguous`, the twin their `alternative`, once "
+              "the twin scores 0.7 of the answer: in thin foils about half of the patterns (the `ambiguous` figures "
+              "above). Elsewhere the twin can still outscore the right answer; `confidence` says where the answer is "
+              "unsure.",
               "- See benchmarks/RESULTS.md for the comparison with py4DSTEM and pyxem.", ""]
     return "\n".join(lines)
 
